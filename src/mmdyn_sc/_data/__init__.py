@@ -1,0 +1,16 @@
+"""Alignment of MuData modalities to the global cells, and input validation."""
+
+from ._alignment import LABELS_COLUMN, AlignedData, align_mudata, presence_column
+from ._labels import encode_labels, resolve_labels
+from ._validation import check_finite, check_modalities
+
+__all__ = [
+    "LABELS_COLUMN",
+    "AlignedData",
+    "align_mudata",
+    "check_finite",
+    "check_modalities",
+    "encode_labels",
+    "presence_column",
+    "resolve_labels",
+]

@@ -1,0 +1,164 @@
+"""Align each modality of a MuData to the global cells, with a presence mask.
+
+scvi-tools' loader indexes every registered modality by global cell position, which is only
+right when all modalities hold the same cells in the same order. :func:`align_mudata` builds a
+private, fully paired MuData for the model: each modality's chosen layer, restricted to the
+model's features (in the model's order), with one row per global cell (zeros where the cell
+lacks the modality) and a presence column per modality. Nothing is written into the user's
+object; matrices are shared, not copied, whenever no reordering is needed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from mudata import MuData
+from scipy import sparse
+
+from .._utils import mudata_options
+from ._validation import check_finite
+
+#: Column of the aligned copy's ``obs`` holding integer label codes (-1: no label).
+LABELS_COLUMN = "_mmdyn_labels"
+
+
+def presence_column(index: int) -> str:
+    """Column of the aligned copy's ``obs`` that is 1 where a cell has modality ``index``."""
+    return f"_mmdyn_present_{index}"
+
+
+@dataclass
+class AlignedData:
+    """A private, fully paired MuData and what it was built from.
+
+    Attributes
+    ----------
+    mdata
+        One modality per requested modality, every one over ``obs_names`` (the user's global
+        cells), plus ``obs[LABELS_COLUMN]`` and ``obs[presence_column(i)]``.
+    present
+        Boolean array (n_cells, n_modalities): cell has that modality.
+    """
+
+    mdata: MuData
+    present: np.ndarray
+
+
+def _get_matrix(adata: ad.AnnData, layer: str | None, where: str):
+    if layer is None:
+        if adata.X is None:
+            raise ValueError(f"{where} has no .X; name a layer holding the data.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in {where} (available: {list(adata.layers.keys())})."
+        )
+    return adata.layers[layer]
+
+
+def _feature_indexer(adata: ad.AnnData, features: Sequence[str], where: str) -> np.ndarray:
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()].unique().tolist()
+        raise ValueError(f"{where} has duplicate feature names: {dup[:10]}.")
+    idx = adata.var_names.get_indexer(pd.Index(features))
+    if (idx < 0).any():
+        missing = [f for f, i in zip(features, idx, strict=True) if i < 0]
+        raise KeyError(
+            f"{where} lacks {len(missing)} of the model's features: {missing[:20]}"
+            + (" ..." if len(missing) > 20 else "")
+        )
+    return idx
+
+
+def _reindex_rows(matrix, rows: np.ndarray, n_rows: int):
+    """Rows of ``matrix`` placed at the positions of the global cells; zeros where rows < 0."""
+    present = rows >= 0
+    if sparse.issparse(matrix):
+        # A selection matrix keeps the data sparse and never densifies the modality.
+        selector = sparse.csr_matrix(
+            (np.ones(present.sum(), dtype=matrix.dtype), (np.flatnonzero(present), rows[present])),
+            shape=(n_rows, matrix.shape[0]),
+        )
+        return (selector @ sparse.csr_matrix(matrix)).tocsr()
+    out = np.zeros((n_rows, matrix.shape[1]), dtype=np.asarray(matrix[:1]).dtype)
+    out[present] = np.asarray(matrix[rows[present]])
+    return out
+
+
+def align_mudata(
+    mdata: MuData,
+    modalities: Sequence[str],
+    layers: Mapping[str, str | None],
+    features: Mapping[str, Sequence[str]],
+    label_codes: np.ndarray | None = None,
+) -> AlignedData:
+    """Build the private, fully paired MuData that the model trains and predicts on.
+
+    Parameters
+    ----------
+    mdata
+        The user's MuData; not modified.
+    modalities
+        Modality names, in the model's order.
+    layers
+        Layer per modality (``None``: ``.X``).
+    features
+        Feature names per modality, in the model's order; matched by name.
+    label_codes
+        Integer class code per global cell (-1: unlabeled). ``None``: all unlabeled.
+
+    Returns
+    -------
+    The aligned data and the presence mask.
+    """
+    obs_names = mdata.obs_names
+    if not obs_names.is_unique:
+        dup = obs_names[obs_names.duplicated()].unique().tolist()
+        raise ValueError(f"mdata has duplicate cell names (obs_names): {dup[:10]}.")
+    n_cells = len(obs_names)
+    obs = pd.DataFrame(index=obs_names.copy())
+    obs[LABELS_COLUMN] = (
+        np.full(n_cells, -1.0, dtype=np.float32)
+        if label_codes is None
+        else np.asarray(label_codes, dtype=np.float32)
+    )
+    present = np.zeros((n_cells, len(modalities)), dtype=bool)
+    mods = {}
+    for i, mod in enumerate(modalities):
+        adata = mdata.mod[mod]
+        where = f"modality {mod!r}" + ("" if layers.get(mod) is None else f" layer {layers[mod]!r}")
+        if not adata.obs_names.is_unique:
+            dup = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
+            raise ValueError(f"Modality {mod!r} has duplicate cell names: {dup[:10]}.")
+        matrix = _get_matrix(adata, layers.get(mod), where)
+        if matrix.ndim != 2:
+            raise ValueError(f"{where} must be a 2-D matrix, got shape {matrix.shape}.")
+        cols = _feature_indexer(adata, features[mod], where)
+        rows = adata.obs_names.get_indexer(obs_names)
+        present[:, i] = rows >= 0
+        if not present[:, i].any():
+            raise ValueError(f"Modality {mod!r} shares no cells with mdata.obs_names.")
+        same_cols = len(cols) == adata.n_vars and np.array_equal(cols, np.arange(adata.n_vars))
+        if not same_cols:
+            matrix = matrix[:, cols]
+        check_finite(matrix, where)
+        same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
+        if not same_rows:
+            matrix = _reindex_rows(matrix, rows, n_cells)
+        mods[mod] = ad.AnnData(
+            X=matrix,
+            obs=pd.DataFrame(index=obs_names.copy()),
+            var=pd.DataFrame(index=pd.Index(list(features[mod]), dtype=str)),
+        )
+        obs[presence_column(i)] = present[:, i].astype(np.float32)
+    with mudata_options(), warnings.catch_warnings():
+        # The same name in two modalities (a gene and its protein) is normal here.
+        warnings.filterwarnings("ignore", message="var_names are not unique")
+        aligned = MuData(mods)
+        aligned.obs = obs
+    return AlignedData(mdata=aligned, present=present)

@@ -1,0 +1,83 @@
+"""Every key that mmdyn_sc stores in a MuData, named once.
+
+``key_added`` (default ``"mmdyn"``) prefixes every per-fit key, so that several fits can live in
+one object. Plots and tools import these names; nothing else spells them out.
+"""
+
+from __future__ import annotations
+
+DEFAULT_KEY = "mmdyn"
+
+#: Layer written by :func:`mmdyn_sc.pp.prepare` into every modality it normalises.
+PREPARED_LAYER = "mmdyn_prepared"
+
+#: Values of ``obs[f"{key}_split"]``.
+SPLIT_TRAIN = "train"
+SPLIT_VALIDATION = "validation"
+SPLIT_UNLABELED = "unlabeled"
+SPLIT_QUERY = "query"
+SPLIT_CATEGORIES = [SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELED, SPLIT_QUERY]
+
+
+class Key:
+    """Names of the entries written by :func:`mmdyn_sc.tl.fit` and :func:`mmdyn_sc.tl.predict`."""
+
+    class obs:
+        """Columns of ``mdata.obs``."""
+
+        @staticmethod
+        def prediction(key: str = DEFAULT_KEY) -> str:
+            """Predicted class (categorical)."""
+            return f"{key}_prediction"
+
+        @staticmethod
+        def split(key: str = DEFAULT_KEY) -> str:
+            """Role of the cell: train / validation / unlabeled / query (categorical)."""
+            return f"{key}_split"
+
+    class obsm:
+        """Entries of ``mdata.obsm``."""
+
+        @staticmethod
+        def proba(key: str = DEFAULT_KEY) -> str:
+            """Fused class probabilities, DataFrame cells x classes."""
+            return f"{key}_proba"
+
+        @staticmethod
+        def confidence(key: str = DEFAULT_KEY) -> str:
+            """Weight given to each modality per cell, DataFrame cells x modalities."""
+            return f"{key}_confidence"
+
+        @staticmethod
+        def tcp_true(key: str = DEFAULT_KEY) -> str:
+            """True class probability of each modality's classifier, DataFrame cells x modalities."""
+            return f"{key}_tcp_true"
+
+        @staticmethod
+        def latent(key: str = DEFAULT_KEY) -> str:
+            """Fused latent representation, array cells x sum of hidden sizes."""
+            return f"{key}_latent"
+
+    class varm:
+        """Entries of each modality's ``.varm``."""
+
+        @staticmethod
+        def feature_weights(key: str = DEFAULT_KEY) -> str:
+            """Mean gate value per feature and predicted class, DataFrame features x classes."""
+            return f"{key}_feature_weights"
+
+    class var:
+        """Columns of each modality's ``.var``."""
+
+        @staticmethod
+        def informativeness(key: str = DEFAULT_KEY) -> str:
+            """Mean gate value per feature over all cells that have the modality."""
+            return f"{key}_informativeness"
+
+    class uns:
+        """Entries of ``mdata.uns``."""
+
+        @staticmethod
+        def params(key: str = DEFAULT_KEY) -> str:
+            """The documented result dictionary of a fit (see :func:`mmdyn_sc.tl.fit`)."""
+            return key

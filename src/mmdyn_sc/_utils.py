@@ -1,0 +1,27 @@
+"""Small helpers shared across the package."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import mudata
+
+logger = logging.getLogger("mmdyn_sc")
+
+
+@contextlib.contextmanager
+def mudata_options() -> Iterator[None]:
+    """Silence mudata's ``pull_on_update`` warning inside our own functions only.
+
+    mudata 0.3 warns on every ``update()`` unless ``pull_on_update`` is set; setting it globally
+    would change the user's session, so it is set for the duration of the block. Versions
+    without the option are left alone.
+    """
+    try:
+        ctx = mudata.set_options(pull_on_update=False)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        ctx = contextlib.nullcontext()
+    with ctx:
+        yield

@@ -1,0 +1,483 @@
+"""MMDynamics: the scvi-tools model class for MM dynamics on MuData."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scvi.data import AnnDataManager, fields
+from scvi.data._constants import _SCVI_UUID_KEY
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from .._data import LABELS_COLUMN, AlignedData, align_mudata, presence_column
+from .._utils import logger
+from ..module import MMDynamicsModule
+from . import _registry_keys as rk
+from ._feature_scaling import fit_scaling
+from ._inference import InferenceResult, run_inference
+from ._setup import resolve_setup
+from ._split import stratified_split
+from ._training_plan import MMDynamicsTrainingPlan
+
+CLASS_WEIGHTS = (None, "balanced")
+
+
+def _package_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+class MMDynamics(BaseModelClass):
+    """MM dynamics (Han et al., CVPR 2022) for cell classification on a MuData.
+
+    Each modality gets a feature-informativeness gate (a d x d linear map with sigmoid), a
+    ReLU encoder with dropout, its own classifier and a confidence (TCP) head that scales its
+    latent; the scaled latents are concatenated and classified.
+
+    Set up the data with :meth:`setup_mudata` first. Modalities need not cover all cells:
+    a cell absent from a modality contributes nothing from it.
+
+    Parameters
+    ----------
+    mdata
+        MuData set up with :meth:`setup_mudata`.
+    n_hidden
+        Latent size, one int for all modalities or a dict per modality (original: 1000).
+    dropout
+        Dropout rate after each encoder (original: 0.5).
+    feature_informativeness
+        Feature gates (FI) on. Off: no gate and no sparsity term.
+    modality_informativeness
+        Confidence scaling (MI) on. Off: no scaling and no confidence term. Both off is
+        MM static.
+    feature_scaling
+        ``None``, ``"minmax"`` or ``"standard"``: per-feature scaling fitted on the training
+        cells when :meth:`train` runs, stored in the model and reapplied to new data.
+    class_weights
+        ``None`` or ``"balanced"`` (cross-entropy weighted by inverse class frequency of the
+        training cells).
+    loss_weights
+        Weights of the loss terms ``fused``, ``sparsity``, ``confidence``, ``modality``
+        (default 1 each, as in the original).
+
+    Examples
+    --------
+    >>> MMDynamics.setup_mudata(mdata, labels_key="cell_type", modalities=["rna", "prot"])
+    >>> model = MMDynamics(mdata)
+    >>> model.train(max_epochs=100)
+    >>> model.predict()
+    """
+
+    _module_cls = MMDynamicsModule
+    _data_splitter_cls = DataSplitter
+    _training_plan_cls = MMDynamicsTrainingPlan
+    _train_runner_cls = TrainRunner
+
+    #: Private aligned copies made by :meth:`setup_mudata`, keyed by ``id(mdata)``.
+    _aligned_store: dict[int, tuple[weakref.ref, AlignedData]] = {}
+
+    def __init__(
+        self,
+        mdata: MuData,
+        n_hidden: int | Mapping[str, int] = 256,
+        dropout: float = 0.5,
+        feature_informativeness: bool = True,
+        modality_informativeness: bool = True,
+        feature_scaling: str | None = None,
+        class_weights: str | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+    ):
+        aligned = self._aligned_for(mdata)
+        super().__init__(aligned.mdata)
+        if class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        setup = self.adata_manager.registry["setup_args"]
+        self.modalities_ = list(setup["modalities"])
+        self.classes_ = list(setup["classes"])
+        self.features_ = {m: list(f) for m, f in setup["features"].items()}
+        self.mmdyn_sc_version_ = _package_version()
+        hidden = self._hidden_sizes(n_hidden)
+        self.feature_scaling = feature_scaling
+        self.class_weights = class_weights
+        self.module = self._module_cls(
+            n_features=[len(self.features_[m]) for m in self.modalities_],
+            n_hidden=[hidden[m] for m in self.modalities_],
+            n_classes=len(self.classes_),
+            dropout=dropout,
+            feature_informativeness=feature_informativeness,
+            modality_informativeness=modality_informativeness,
+            loss_weights=loss_weights,
+        )
+        self.module.on_load = lambda model, **kwargs: None  # scvi-tools' load hook
+        self._present = aligned.present
+        self._model_summary_string = (
+            f"MMDynamics: modalities {self.modalities_}, {len(self.classes_)} classes, "
+            f"hidden {[hidden[m] for m in self.modalities_]}, FI={feature_informativeness}, "
+            f"MI={modality_informativeness}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        labels_key: str | None = None,
+        modalities: Sequence[str] | None = None,
+        layers: Mapping[str, str | None] | None = None,
+        mask_var: Mapping[str, str] | None = None,
+        features: Mapping[str, Sequence[str]] | None = None,
+        classes: Sequence[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register a MuData for :class:`MMDynamics`.
+
+        Nothing is written into ``mdata``: the model works on a private copy in which every
+        modality is aligned to ``mdata.obs_names`` by cell name, with a presence mask.
+
+        Parameters
+        ----------
+        mdata
+            The data.
+        labels_key
+            Label column: in ``mdata.obs``, else ``"mod:column"``, else the one modality whose
+            ``.obs`` has it. Cells with a missing label are unlabeled (not trained on).
+        modalities
+            Modalities to use, in order (default: all of ``mdata.mod``).
+        layers
+            Layer per modality; a modality not named uses ``layers["mmdyn_prepared"]`` when
+            :func:`mmdyn_sc.pp.prepare` wrote it, else ``.X``.
+        mask_var
+            Boolean ``.var`` column per modality restricting its features (e.g.
+            ``{"rna": "highly_variable"}``).
+        features
+            Explicit feature names per modality (overrides ``mask_var``; used when a trained
+            model is loaded onto new data).
+        classes
+            Explicit class list (used when a trained model is loaded onto new data).
+        """
+        source_registry = kwargs.pop("source_registry", None)
+        resolved = resolve_setup(
+            mdata, labels_key, modalities, layers, mask_var, features, classes,
+            labels_required=source_registry is None,
+        )
+        aligned = align_mudata(
+            mdata, resolved["modalities"], resolved["layers"], resolved["features"],
+            resolved["label_codes"],
+        )
+        # Record the resolved values, so the setup replays identically on new data.
+        modalities = resolved["modalities"]
+        layers = resolved["layers"]
+        features = resolved["features"]
+        classes = resolved["classes"]
+        setup_method_args = cls._get_setup_method_args(
+            cls=cls, mdata=mdata, labels_key=labels_key, modalities=modalities, layers=layers,
+            mask_var=dict(mask_var or {}), features=features, classes=classes,
+        )
+        manager = AnnDataManager(
+            fields=cls._fields(len(modalities), modalities), setup_method_args=setup_method_args
+        )
+        if source_registry is not None:
+            manager.register_fields(aligned.mdata, source_registry=source_registry, **kwargs)
+        else:
+            manager.register_fields(aligned.mdata, **kwargs)
+        cls.register_manager(manager)
+        cls._aligned_store[id(mdata)] = (weakref.ref(mdata), aligned)
+
+    @classmethod
+    def setup_anndata(cls, *args, **kwargs):
+        """Not supported: MM dynamics needs a MuData; use :meth:`setup_mudata`."""
+        raise NotImplementedError("MMDynamics works on MuData; use MMDynamics.setup_mudata.")
+
+    @staticmethod
+    def _fields(n_modalities: int, modalities: Sequence[str]) -> list:
+        mod_fields = []
+        for i, mod in enumerate(modalities):
+            mod_fields.append(
+                fields.MuDataLayerField(
+                    rk.modality_x(i), None, mod_key=mod, is_count_data=False, mod_required=True
+                )
+            )
+            mod_fields.append(fields.MuDataNumericalObsField(rk.modality_present(i),
+                                                             presence_column(i)))
+        return mod_fields + [fields.MuDataNumericalObsField(rk.LABELS, LABELS_COLUMN)]
+
+    @classmethod
+    def _aligned_for(cls, mdata: MuData) -> AlignedData:
+        entry = cls._aligned_store.get(id(mdata))
+        if entry is None or entry[0]() is not mdata:
+            raise ValueError(
+                f"Please set up your MuData with {cls.__name__}.setup_mudata first."
+            )
+        return entry[1]
+
+    def _hidden_sizes(self, n_hidden) -> dict[str, int]:
+        if isinstance(n_hidden, Mapping):
+            missing = [m for m in self.modalities_ if m not in n_hidden]
+            if missing:
+                raise KeyError(f"n_hidden lacks modalities {missing}.")
+            sizes = {m: int(n_hidden[m]) for m in self.modalities_}
+        else:
+            sizes = {m: int(n_hidden) for m in self.modalities_}
+        bad = {m: s for m, s in sizes.items() if s < 1}
+        if bad:
+            raise ValueError(f"n_hidden must be positive: {bad}.")
+        return sizes
+
+    # ------------------------------------------------------------------ data
+    @property
+    def label_codes(self) -> np.ndarray:
+        """Integer label of each training-data cell (-1: unlabeled)."""
+        return self.adata.obs[LABELS_COLUMN].to_numpy().astype(np.int64)
+
+    def _align_query(self, mdata: MuData | None) -> MuData:
+        """The model's aligned copy of ``mdata`` (the training data when ``None``)."""
+        if mdata is None or mdata is self.adata:
+            return self.adata
+        setup = self.adata_manager.registry["setup_args"]
+        resolved = resolve_setup(
+            mdata, setup["labels_key"], self.modalities_, setup["layers"], None,
+            self.features_, self.classes_, labels_required=False,
+        )
+        aligned = align_mudata(
+            mdata, self.modalities_, resolved["layers"], self.features_, resolved["label_codes"]
+        )
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        scvi_logger.setLevel(logging.WARNING)  # "attempting to transfer setup" on every query
+        try:
+            return self._validate_anndata(aligned.mdata)
+        finally:
+            scvi_logger.setLevel(level)
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        lr_step_size: int | None = None,
+        lr_gamma: float = 0.2,
+        batch_size: int | None = 128,
+        train_size: float = 0.9,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 20,
+        early_stopping_monitor: str = "validation_loss",
+        seed: int | None = 0,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        datasplitter_kwargs: dict | None = None,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Train on the labelled cells with scvi-tools' data splitter and Lightning runner.
+
+        The labelled cells are split per class (seeded) into training and validation cells;
+        feature scaling and class weights are fitted on the training cells. The indices are
+        kept in ``train_indices`` and ``validation_indices``, the per-epoch metrics in
+        ``history``.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of passes over the training cells.
+        lr, weight_decay
+            Adam's learning rate and weight decay.
+        lr_step_size, lr_gamma
+            StepLR schedule in epochs; ``None`` keeps the learning rate constant.
+        batch_size
+            Cells per minibatch; ``None`` trains on every training cell in every step.
+        train_size
+            Fraction of each class's labelled cells used for training; 1.0 leaves no
+            validation cells (then early stopping watches the training loss).
+        early_stopping, early_stopping_patience, early_stopping_monitor
+            Stop when the monitored metric has not improved for that many epochs.
+        seed
+            Seeds the split, minibatch order and dropout (``None``: leave the global state).
+        accelerator, devices
+            Passed to Lightning.
+        datasplitter_kwargs, plan_kwargs
+            Extra arguments for :class:`~scvi.dataloaders.DataSplitter` and
+            :class:`~mmdyn_sc.model.MMDynamicsTrainingPlan`.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``).
+        """
+        if max_epochs is None or int(max_epochs) < 1:
+            raise ValueError(f"max_epochs must be a positive integer, got {max_epochs}.")
+        labels = self.label_codes
+        if (labels >= 0).sum() == 0:
+            raise ValueError("No labelled cells to train on.")
+        split_seed = 0 if seed is None else int(seed)
+        train_idx, val_idx = stratified_split(labels, train_size, split_seed)
+        has_none = ~self._present[train_idx].any(axis=1)
+        if has_none.any():
+            raise ValueError(
+                f"{int(has_none.sum())} training cell(s) have none of the modalities "
+                f"{self.modalities_}."
+            )
+        self._fit_preprocessing(train_idx)
+        if batch_size is None:
+            batch_size = len(train_idx)
+        if seed is not None:
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed))
+        monitor = early_stopping_monitor
+        if early_stopping and len(val_idx) == 0 and monitor.startswith("validation"):
+            monitor = monitor.replace("validation", "train", 1)
+        trainer_kwargs.setdefault("early_stopping", early_stopping)
+        trainer_kwargs.setdefault("early_stopping_monitor", monitor)
+        trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
+        trainer_kwargs.setdefault("early_stopping_mode",
+                                  "max" if "f1" in monitor or "accuracy" in monitor else "min")
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        data_splitter = self._data_splitter_cls(
+            self.adata_manager,
+            external_indexing=[train_idx, val_idx, np.array([], dtype=int)],
+            batch_size=batch_size,
+            **(datasplitter_kwargs or {}),
+        )
+        plan = self._training_plan_cls(
+            self.module, n_modalities=len(self.modalities_), lr=lr, weight_decay=weight_decay,
+            lr_step_size=lr_step_size, lr_gamma=lr_gamma, **(plan_kwargs or {}),
+        )
+        runner = self._train_runner_cls(
+            self, training_plan=plan, data_splitter=data_splitter, max_epochs=int(max_epochs),
+            accelerator=accelerator, devices=devices, **trainer_kwargs,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*Last batch will have a small size.*")
+            runner()
+        self.train_indices = np.asarray(train_idx)
+        self.validation_indices = np.asarray(val_idx)
+        self.train_params_ = {
+            "max_epochs": int(max_epochs), "lr": lr, "weight_decay": weight_decay,
+            "lr_step_size": lr_step_size, "lr_gamma": lr_gamma, "batch_size": int(batch_size),
+            "train_size": train_size, "early_stopping": early_stopping,
+            "early_stopping_patience": early_stopping_patience, "seed": seed,
+        }
+
+    def _fit_preprocessing(self, train_idx: np.ndarray) -> None:
+        """Fit feature scaling and class weights on the training cells."""
+        for m, mod in enumerate(self.modalities_):
+            rows = train_idx[self._present[train_idx, m]]
+            shift, scale = fit_scaling(self.adata.mod[mod].X, rows, self.feature_scaling)
+            self.module.branches[m].scaler.set(shift, scale)
+        weights = np.ones(len(self.classes_))
+        if self.class_weights == "balanced":
+            counts = np.bincount(self.label_codes[train_idx], minlength=len(self.classes_))
+            nonzero = counts > 0
+            weights[nonzero] = len(train_idx) / (nonzero.sum() * counts[nonzero])
+        self.module.class_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+
+    # ------------------------------------------------------------------ inference
+    def infer(self, mdata: MuData | None = None, batch_size: int = 1024) -> InferenceResult:
+        """Run the trained model over every cell of ``mdata`` (default: the training data)."""
+        self._check_if_trained(warn=False)
+        aligned = self._align_query(mdata)
+        loader = self._make_data_loader(adata=aligned, batch_size=batch_size, shuffle=False)
+        result = run_inference(self.module, loader, len(self.modalities_), len(self.classes_))
+        if aligned is not self.adata:
+            # Forget the query's manager: repeated predictions must not pile up copies.
+            self._per_instance_manager_store[self.id].pop(aligned.uns[_SCVI_UUID_KEY], None)
+        return result
+
+    def _obs_names(self, mdata: MuData | None) -> pd.Index:
+        return self.adata.obs_names if mdata is None else mdata.obs_names
+
+    def predict(
+        self, mdata: MuData | None = None, soft: bool = False, batch_size: int = 1024
+    ) -> pd.Series | pd.DataFrame:
+        """Predicted class per cell (``soft=True``: class probabilities, cells x classes)."""
+        result = self.infer(mdata, batch_size)
+        index = self._obs_names(mdata)
+        if soft:
+            return pd.DataFrame(result.proba, index=index, columns=self.classes_)
+        return pd.Series(
+            pd.Categorical.from_codes(result.proba.argmax(1), categories=self.classes_),
+            index=index, name="prediction",
+        )
+
+    def get_latent_representation(
+        self, mdata: MuData | None = None, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Fused latent (cells x sum of hidden sizes): each modality's scaled latent, concatenated."""
+        return self.infer(mdata, batch_size).latent
+
+    def get_modality_confidence(
+        self, mdata: MuData | None = None, batch_size: int = 1024
+    ) -> pd.DataFrame:
+        """Weight the model gave each modality per cell (predicted TCP with MI, else 1).
+
+        NaN where the cell lacks the modality.
+        """
+        result = self.infer(mdata, batch_size)
+        return self.confidence_frame(result, self._obs_names(mdata))
+
+    def confidence_frame(self, result: InferenceResult, index: pd.Index) -> pd.DataFrame:
+        """Modality weights of ``result`` as a DataFrame (NaN where absent)."""
+        values = np.where(result.present, result.weights, np.nan)
+        return pd.DataFrame(values, index=index, columns=self.modalities_)
+
+    def get_feature_weights(
+        self, mdata: MuData | None = None, batch_size: int = 1024
+    ) -> dict[str, pd.DataFrame]:
+        """Mean gate value per feature and predicted class, per modality (features x classes).
+
+        A model without feature gates uses every feature with weight 1, and says so.
+        """
+        return self.feature_weight_frames(self.infer(mdata, batch_size))
+
+    def feature_weight_frames(self, result: InferenceResult) -> dict[str, pd.DataFrame]:
+        """Per modality, the mean gate per predicted class from ``result`` (NaN: no such cell)."""
+        frames = {}
+        for m, mod in enumerate(self.modalities_):
+            counts = result.gate_counts[m]
+            if result.gate_sums[m] is None:
+                values = np.where(counts[:, None] > 0, 1.0, np.nan) * np.ones(
+                    (len(self.classes_), len(self.features_[mod]))
+                )
+            else:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    values = result.gate_sums[m] / counts[:, None]
+                values[counts == 0] = np.nan
+            frames[mod] = pd.DataFrame(values.T, index=self.features_[mod], columns=self.classes_)
+        return frames
+
+    @staticmethod
+    def informativeness(result: InferenceResult, m: int) -> np.ndarray | None:
+        """Mean gate value per feature of modality ``m`` over all cells that have it."""
+        if result.gate_sums[m] is None:
+            return None
+        total = result.gate_counts[m].sum()
+        return result.gate_sums[m].sum(0) / max(total, 1.0)
+
+    # ------------------------------------------------------------------ save / load
+    @classmethod
+    def load(cls, dir_path: str, mdata: MuData | None = None, **kwargs) -> MMDynamics:
+        """Load a model saved with :meth:`save` onto ``mdata``.
+
+        ``mdata`` needs the model's modalities and features (matched by name, in any order);
+        labels are optional. Raises if features are missing.
+        """
+        if mdata is None:
+            raise ValueError("MMDynamics.load needs the MuData to predict on (mdata=...).")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
+            model = super().load(dir_path, adata=mdata, **kwargs)
+        saved = getattr(model, "mmdyn_sc_version_", None)
+        if saved != _package_version():
+            logger.warning("model saved with mmdyn_sc %s, loaded with %s", saved,
+                           _package_version())
+        return model

@@ -1,0 +1,146 @@
+"""Resolving what a model reads from a MuData: modalities, layers, features, classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from mudata import MuData
+
+from .._data import check_modalities
+from .._data._labels import class_list, encode_labels, resolve_labels
+from .._keys import PREPARED_LAYER
+from .._utils import logger
+
+
+def resolve_layers(
+    mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None] | None
+) -> dict[str, str | None]:
+    """Layer per modality: as given, else :data:`~mmdyn_sc._keys.PREPARED_LAYER` if present, else X."""
+    layers = dict(layers or {})
+    unknown = set(layers) - set(modalities)
+    if unknown:
+        raise KeyError(f"layers names modalities that are not used: {sorted(unknown)}.")
+    resolved = {}
+    for mod in modalities:
+        if mod in layers:
+            layer = layers[mod]
+            if layer is not None and layer not in mdata.mod[mod].layers:
+                raise KeyError(
+                    f"Layer {layer!r} not found in modality {mod!r} "
+                    f"(available: {list(mdata.mod[mod].layers.keys())})."
+                )
+        elif PREPARED_LAYER in mdata.mod[mod].layers:
+            layer = PREPARED_LAYER
+            logger.info("modality %r: using layer %r from pp.prepare", mod, layer)
+        else:
+            layer = None
+        resolved[mod] = layer
+    return resolved
+
+
+def resolve_features(
+    mdata: MuData, modalities: Sequence[str], mask_var: Mapping[str, str] | None
+) -> dict[str, list[str]]:
+    """Feature names per modality, restricted to ``var[mask_var[mod]]`` where given."""
+    mask_var = dict(mask_var or {})
+    unknown = set(mask_var) - set(modalities)
+    if unknown:
+        raise KeyError(f"mask_var names modalities that are not used: {sorted(unknown)}.")
+    features = {}
+    for mod in modalities:
+        adata = mdata.mod[mod]
+        if adata.n_vars == 0:
+            raise ValueError(f"Modality {mod!r} has no features.")
+        names = adata.var_names
+        if mod in mask_var:
+            column = mask_var[mod]
+            if column not in adata.var.columns:
+                raise KeyError(
+                    f"mask_var column {column!r} not found in modality {mod!r}.var "
+                    f"(available: {list(adata.var.columns)})."
+                )
+            mask = adata.var[column].to_numpy()
+            if mask.dtype != bool:
+                raise TypeError(f"{mod!r}.var[{column!r}] must be boolean, got {mask.dtype}.")
+            if not mask.any():
+                raise ValueError(f"{mod!r}.var[{column!r}] selects no feature.")
+            names = names[mask]
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique().tolist()
+            raise ValueError(f"Modality {mod!r} has duplicate feature names: {dup[:10]}.")
+        features[mod] = [str(n) for n in names]
+    return features
+
+
+def resolve_label_codes(
+    mdata: MuData,
+    labels_key: str | None,
+    classes: Sequence[str] | None,
+    labels_required: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """Integer label per global cell (-1: unlabeled) and the class list.
+
+    With ``classes`` given (a trained model), labels are encoded against it; a missing label
+    column is then allowed when ``labels_required`` is False (query data).
+    """
+    n_cells = mdata.n_obs
+    if labels_key is None:
+        if classes is None:
+            raise ValueError("labels_key is required to train a model.")
+        return np.full(n_cells, -1, dtype=np.int64), list(classes)
+    try:
+        labels = resolve_labels(mdata, labels_key)
+    except KeyError:
+        if classes is not None and not labels_required:
+            return np.full(n_cells, -1, dtype=np.int64), list(classes)
+        raise
+    if classes is None:
+        classes = class_list(labels)
+        if len(classes) < 2:
+            raise ValueError(
+                f"Labels key {labels_key!r} has {len(classes)} class(es) among labelled cells "
+                f"({classes}); at least two are needed to train a classifier."
+            )
+        return encode_labels(labels, classes), classes
+    if labels_required:
+        return encode_labels(labels, list(classes)), list(classes)
+    # Query data: labels outside the model's classes are kept as unlabeled.
+    known = labels.astype(object).where(labels.astype(object).isin(list(classes)), None)
+    return encode_labels(known, list(classes)), list(classes)
+
+
+def resolve_setup(
+    mdata: MuData,
+    labels_key: str | None,
+    modalities: Sequence[str] | None,
+    layers: Mapping[str, str | None] | None,
+    mask_var: Mapping[str, str] | None,
+    features: Mapping[str, Sequence[str]] | None,
+    classes: Sequence[str] | None,
+    labels_required: bool = True,
+) -> dict:
+    """Everything a model needs to read ``mdata``, resolved and checked.
+
+    Returns
+    -------
+    dict with ``modalities``, ``layers``, ``features``, ``classes`` (all explicit, so that the
+    same setup can be replayed on new data) and ``label_codes`` (per global cell, -1 unlabeled).
+    """
+    modalities = check_modalities(mdata, modalities)
+    layers = resolve_layers(mdata, modalities, layers)
+    if features is None:
+        features = resolve_features(mdata, modalities, mask_var)
+    else:
+        missing_mods = [m for m in modalities if m not in features]
+        if missing_mods:
+            raise KeyError(f"features lacks modalities {missing_mods}.")
+        features = {m: [str(f) for f in features[m]] for m in modalities}
+    label_codes, classes = resolve_label_codes(mdata, labels_key, classes, labels_required)
+    return {
+        "modalities": modalities,
+        "layers": layers,
+        "features": features,
+        "classes": classes,
+        "label_codes": label_codes,
+    }

@@ -1,0 +1,16 @@
+"""Torch modules of MM dynamics; they know tensors only, no AnnData."""
+
+from ._confidence import TCPConfidenceHead
+from ._feature_gate import FeatureGate
+from ._feature_scaler import FeatureScaler
+from ._init import xavier_linear
+from ._mmdynamics import MMDynamicsModule, ModalityBranch
+
+__all__ = [
+    "FeatureGate",
+    "FeatureScaler",
+    "MMDynamicsModule",
+    "ModalityBranch",
+    "TCPConfidenceHead",
+    "xavier_linear",
+]

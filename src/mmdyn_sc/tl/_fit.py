@@ -1,0 +1,170 @@
+"""``tl.fit``: train MM dynamics on a MuData and store what it learned."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from mudata import MuData
+
+from .._keys import DEFAULT_KEY, SPLIT_TRAIN, SPLIT_UNLABELED, SPLIT_VALIDATION
+from ..model import MMDynamics
+from ._recipes import MODEL_OPTIONS, recipe_options
+from ._store import history_arrays, write_results
+
+_UNSET = object()
+
+
+def _check_key(key_added: str) -> None:
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+
+
+def model_summary(model: MMDynamics, key_added: str) -> dict:
+    """What ``uns[key_added]`` records about a model (h5mu-safe once stored)."""
+    from .. import __version__
+
+    setup = model.adata_manager.registry["setup_args"]
+    return {
+        "version": __version__,
+        "classes": list(model.classes_),
+        "modalities": list(model.modalities_),
+        "labels_key": setup["labels_key"] or "none",
+        "layers": {m: setup["layers"][m] or "X" for m in model.modalities_},
+        "n_features": {m: len(model.features_[m]) for m in model.modalities_},
+        "model_params": dict(model.init_params_.get("non_kwargs", {})),
+        "train_params": dict(getattr(model, "train_params_", {})),
+        "history": history_arrays(model),
+        "key_added": key_added,
+    }
+
+
+def fit(
+    mdata: MuData,
+    labels_key: str,
+    *,
+    modalities: Sequence[str] | None = None,
+    layers: Mapping[str, str | None] | None = None,
+    mask_var: Mapping[str, str] | None = None,
+    key_added: str = DEFAULT_KEY,
+    copy: bool = False,
+    recipe: str = "default",
+    feature_informativeness: bool = True,
+    modality_informativeness: bool = True,
+    n_hidden: int | Mapping[str, int] = _UNSET,
+    dropout: float = _UNSET,
+    feature_scaling: str | None = _UNSET,
+    class_weights: str | None = _UNSET,
+    loss_weights: Mapping[str, float] | None = None,
+    max_epochs: int = _UNSET,
+    lr: float = _UNSET,
+    weight_decay: float = _UNSET,
+    lr_step_size: int | None = _UNSET,
+    batch_size: int | None = _UNSET,
+    train_size: float = _UNSET,
+    early_stopping: bool = _UNSET,
+    seed: int = 0,
+    **train_kwargs,
+) -> MMDynamics | tuple[MuData, MMDynamics]:
+    """Train MM dynamics on ``mdata`` and write predictions, confidences and feature weights.
+
+    Parameters
+    ----------
+    mdata
+        MuData with one or more tabular modalities. Modalities need not cover all cells: a
+        cell absent from a modality gets nothing from it (NaN confidence).
+    labels_key
+        Label column in ``mdata.obs``, ``"mod:column"``, or a column of the one modality
+        whose ``.obs`` has it. Cells with a missing label are not trained on but predicted.
+    modalities
+        Modalities to use (default: all).
+    layers
+        Layer per modality (default: ``"mmdyn_prepared"`` from :func:`mmdyn_sc.pp.prepare`
+        where present, else ``.X``).
+    mask_var
+        Boolean ``.var`` column per modality selecting the features to use.
+    key_added
+        Prefix of every key written.
+    copy
+        Work on a copy of ``mdata`` and return it with the model.
+    recipe
+        ``"default"`` or ``"paper"`` (the original MM dynamics recipe exactly; see
+        :data:`mmdyn_sc.tl.RECIPES`). Options given explicitly override the recipe.
+    feature_informativeness, modality_informativeness
+        The FI and MI switches; both off is MM static.
+    n_hidden, dropout, feature_scaling, class_weights, loss_weights
+        Model options, see :class:`~mmdyn_sc.MMDynamics`.
+    max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
+        Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
+        full batch).
+    seed
+        Seeds weight initialisation, the train/validation split, minibatches and dropout.
+    **train_kwargs
+        Passed to :meth:`~mmdyn_sc.MMDynamics.train` (e.g. ``enable_progress_bar=False``,
+        ``accelerator``).
+
+    Returns
+    -------
+    The trained model (with ``copy=True``: the annotated copy and the model). Sets:
+
+    ``mdata.obs[f"{key_added}_prediction"]``
+        Predicted class (categorical).
+    ``mdata.obs[f"{key_added}_split"]``
+        ``train`` / ``validation`` / ``unlabeled`` (categorical).
+    ``mdata.obsm[f"{key_added}_proba"]``
+        Fused class probabilities, DataFrame cells x classes.
+    ``mdata.obsm[f"{key_added}_confidence"]``
+        Weight given to each modality per cell (predicted TCP with MI, else 1), DataFrame
+        cells x modalities, NaN where the cell lacks the modality.
+    ``mdata.obsm[f"{key_added}_tcp_true"]``
+        True class probability of each modality's own classifier, labelled cells only (NaN
+        elsewhere), DataFrame cells x modalities.
+    ``mdata.obsm[f"{key_added}_latent"]``
+        Fused latent (cells x sum of hidden sizes), for ``sc.pp.neighbors(use_rep=...)``.
+    ``mdata[mod].varm[f"{key_added}_feature_weights"]``
+        Mean gate value per feature over the cells predicted as each class, DataFrame
+        features x classes (NaN for features the model does not use; 1 without FI).
+    ``mdata[mod].var[f"{key_added}_informativeness"]``
+        Mean gate value per feature over all cells that have the modality.
+    ``mdata.uns[key_added]``
+        dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
+        ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per logged
+        metric, index = epoch), ``metrics`` (accuracy, F1 and balanced accuracy per split of
+        the labelled cells), ``key_added``. ``None`` values are stored as ``"none"``.
+    """
+    _check_key(key_added)
+    given = {
+        k: v
+        for k, v in {
+            "n_hidden": n_hidden, "dropout": dropout, "feature_scaling": feature_scaling,
+            "class_weights": class_weights, "max_epochs": max_epochs, "lr": lr,
+            "weight_decay": weight_decay, "lr_step_size": lr_step_size,
+            "batch_size": batch_size, "train_size": train_size, "early_stopping": early_stopping,
+        }.items()
+        if v is not _UNSET
+    }
+    options = recipe_options(recipe, given)
+    target = mdata.copy() if copy else mdata
+    MMDynamics.setup_mudata(target, labels_key=labels_key, modalities=modalities, layers=layers,
+                            mask_var=mask_var)
+    torch.manual_seed(seed)
+    model = MMDynamics(
+        target,
+        feature_informativeness=feature_informativeness,
+        modality_informativeness=modality_informativeness,
+        loss_weights=loss_weights,
+        **{k: options[k] for k in MODEL_OPTIONS},
+    )
+    train_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
+    model.train(seed=seed, **train_options, **train_kwargs)
+
+    label_codes = model.label_codes
+    split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)
+    split[model.train_indices] = SPLIT_TRAIN
+    split[model.validation_indices] = SPLIT_VALIDATION
+    result = model.infer()
+    uns = model_summary(model, key_added)
+    uns["recipe"] = recipe
+    write_results(target, model, result, key_added, split, label_codes, uns)
+    return (target, model) if copy else model

@@ -1,0 +1,61 @@
+"""``tl.predict``: label new cells with a trained model and store the results."""
+
+from __future__ import annotations
+
+import numpy as np
+from mudata import MuData
+
+from .._keys import DEFAULT_KEY, SPLIT_QUERY
+from ..model import MMDynamics
+from ..model._setup import resolve_label_codes
+from ._fit import _check_key, model_summary
+from ._store import write_results
+
+
+def predict(
+    mdata: MuData,
+    model: MMDynamics,
+    *,
+    key_added: str = DEFAULT_KEY,
+    copy: bool = False,
+    batch_size: int = 1024,
+) -> MuData | None:
+    """Predict cell types of new cells with a trained :class:`~mmdyn_sc.MMDynamics`.
+
+    Features are matched by name, whatever their order; a modality lacking any of the model's
+    features is an error listing them. Cells absent from a modality get nothing from it.
+
+    Parameters
+    ----------
+    mdata
+        Query MuData with the model's modalities (and, if the model used them, the same
+        layers).
+    model
+        A trained model, from :func:`mmdyn_sc.tl.fit` or :meth:`MMDynamics.load`.
+    key_added
+        Prefix of every key written.
+    copy
+        Return an annotated copy instead of writing into ``mdata``.
+    batch_size
+        Cells per inference batch.
+
+    Returns
+    -------
+    ``None``, or the annotated copy with ``copy=True``. Writes the same keys as
+    :func:`mmdyn_sc.tl.fit`, with ``obs[f"{key_added}_split"] = "query"`` for every cell;
+    ``obsm[f"{key_added}_tcp_true"]`` is filled where the query has the model's labels
+    column with known classes. ``uns[key_added]`` describes the model, plus ``metrics`` on
+    labelled query cells.
+    """
+    _check_key(key_added)
+    if not isinstance(model, MMDynamics):
+        raise TypeError(f"model must be an MMDynamics, got {type(model).__name__}.")
+    target = mdata.copy() if copy else mdata
+    result = model.infer(target, batch_size=batch_size)
+    labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
+    label_codes, _ = resolve_label_codes(target, labels_key, model.classes_,
+                                         labels_required=False)
+    split = np.full(target.n_obs, SPLIT_QUERY, dtype=object)
+    uns = model_summary(model, key_added)
+    write_results(target, model, result, key_added, split, label_codes, uns)
+    return target if copy else None

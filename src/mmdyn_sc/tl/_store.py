@@ -1,0 +1,152 @@
+"""Writing a model's per-cell and per-feature results into the user's MuData."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from mudata import MuData
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from .._keys import SPLIT_CATEGORIES, Key
+from .._utils import logger
+from ..model import MMDynamics
+from ..model._inference import InferenceResult
+
+
+def h5_safe(value):
+    """Convert ``value`` into types that survive ``write_h5mu`` (``None`` becomes ``"none"``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, Mapping):
+        return {str(k): h5_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if all(isinstance(v, str) for v in value):
+            return np.asarray(value, dtype=object) if value else np.array([], dtype=object)
+        if all(isinstance(v, bool | int | float | np.number) for v in value):
+            return np.asarray(value)
+        return {str(i): h5_safe(v) for i, v in enumerate(value)}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class ResultWriter:
+    """Stores entries into a MuData and logs each key it adds (squidpy's ``_save_data``)."""
+
+    def __init__(self, mdata: MuData):
+        self.mdata = mdata
+        self.added: list[str] = []
+
+    def obs(self, key: str, values) -> None:
+        self.mdata.obs[key] = values
+        self.added.append(f"obs[{key!r}]")
+
+    def obsm(self, key: str, values) -> None:
+        self.mdata.obsm[key] = values
+        self.added.append(f"obsm[{key!r}]")
+
+    def varm(self, mod: str, key: str, values) -> None:
+        self.mdata.mod[mod].varm[key] = values
+        self.added.append(f"mod[{mod!r}].varm[{key!r}]")
+
+    def var(self, mod: str, key: str, values) -> None:
+        self.mdata.mod[mod].var[key] = values
+        self.added.append(f"mod[{mod!r}].var[{key!r}]")
+
+    def uns(self, key: str, values: dict) -> None:
+        self.mdata.uns[key] = h5_safe(values)
+        self.added.append(f"uns[{key!r}]")
+
+    def log(self) -> None:
+        logger.info("added\n    %s", "\n    ".join(self.added))
+
+
+def true_class_probability(
+    result: InferenceResult, label_codes: np.ndarray, modalities: list[str], index: pd.Index
+) -> pd.DataFrame:
+    """TCP of each modality's classifier for labelled cells that have it; NaN elsewhere."""
+    values = np.full((len(index), len(modalities)), np.nan)
+    labelled = label_codes >= 0
+    rows = np.flatnonzero(labelled)
+    for m in range(len(modalities)):
+        tcp = result.modality_proba[m][rows, label_codes[rows]]
+        values[rows, m] = np.where(result.present[rows, m], tcp, np.nan)
+    return pd.DataFrame(values, index=index, columns=modalities)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro F1, weighted F1 and balanced accuracy (empty input: no metrics)."""
+    if len(y_true) == 0:
+        return {}
+    with warnings.catch_warnings():  # predicted classes absent from the labels
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y_true, y_pred))
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "f1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "balanced_accuracy": balanced,
+    }
+
+
+def history_arrays(model: MMDynamics) -> dict[str, np.ndarray]:
+    """The training history as one float array per metric (index = epoch)."""
+    history = getattr(model, "history_", None) or {}
+    out = {}
+    for name, frame in history.items():
+        series = frame[name] if name in frame.columns else frame.iloc[:, 0]
+        out[name] = series.to_numpy(dtype=float)
+    return out
+
+
+def write_results(
+    mdata: MuData,
+    model: MMDynamics,
+    result: InferenceResult,
+    key_added: str,
+    split: np.ndarray,
+    label_codes: np.ndarray,
+    uns: dict,
+) -> None:
+    """Write every documented key of a fit or prediction into ``mdata`` and log them."""
+    writer = ResultWriter(mdata)
+    index = mdata.obs_names
+    classes = model.classes_
+    predicted = result.proba.argmax(1)
+    writer.obs(
+        Key.obs.prediction(key_added),
+        pd.Categorical.from_codes(predicted, categories=classes),
+    )
+    writer.obs(Key.obs.split(key_added), pd.Categorical(split, categories=SPLIT_CATEGORIES))
+    writer.obsm(Key.obsm.proba(key_added), pd.DataFrame(result.proba, index=index,
+                                                        columns=classes))
+    writer.obsm(Key.obsm.confidence(key_added), model.confidence_frame(result, index))
+    writer.obsm(
+        Key.obsm.tcp_true(key_added),
+        true_class_probability(result, label_codes, model.modalities_, index),
+    )
+    writer.obsm(Key.obsm.latent(key_added), result.latent.astype(np.float32))
+    frames = model.feature_weight_frames(result)
+    for m, mod in enumerate(model.modalities_):
+        var_names = mdata.mod[mod].var_names
+        writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
+        informativeness = model.informativeness(result, m)
+        per_feature = pd.Series(
+            1.0 if informativeness is None else informativeness, index=model.features_[mod]
+        )
+        writer.var(mod, Key.var.informativeness(key_added), per_feature.reindex(var_names)
+                   .to_numpy(dtype=float))
+    labelled = np.flatnonzero(label_codes >= 0)
+    uns = dict(uns)
+    uns["metrics"] = {
+        role: classification_metrics(label_codes[rows], predicted[rows])
+        for role, rows in (
+            (name, labelled[split[labelled] == name]) for name in SPLIT_CATEGORIES
+        )
+        if len(rows)
+    }
+    writer.uns(Key.uns.params(key_added), uns)
+    writer.log()
