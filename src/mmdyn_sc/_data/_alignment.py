@@ -159,6 +159,7 @@ def align_mudata(
     with mudata_options(), warnings.catch_warnings():
         # The same name in two modalities (a gene and its protein) is normal here.
         warnings.filterwarnings("ignore", message="var_names are not unique")
+        warnings.filterwarnings("ignore", message="Cannot join columns with the same name")
         aligned = MuData(mods)
         aligned.obs = obs
     return AlignedData(mdata=aligned, present=present)

@@ -222,6 +222,13 @@ class MMDynamics(BaseModelClass):
             )
         return entry[1]
 
+    def _validate_anndata(self, adata=None, copy_if_view: bool = True):
+        """scvi-tools' validation, applied to the private aligned copy of a set-up MuData."""
+        entry = None if adata is None else self._aligned_store.get(id(adata))
+        if entry is not None and entry[0]() is adata:
+            adata = entry[1].mdata
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
     def _hidden_sizes(self, n_hidden) -> dict[str, int]:
         if isinstance(n_hidden, Mapping):
             missing = [m for m in self.modalities_ if m not in n_hidden]
@@ -340,10 +347,15 @@ class MMDynamics(BaseModelClass):
         trainer_kwargs.setdefault("early_stopping_patience", early_stopping_patience)
         trainer_kwargs.setdefault("early_stopping_mode",
                                   "max" if "f1" in monitor or "accuracy" in monitor else "min")
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if len(val_idx):
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        else:
+            trainer_kwargs.setdefault("limit_val_batches", 0)
         data_splitter = self._data_splitter_cls(
             self.adata_manager,
-            external_indexing=[train_idx, val_idx, np.array([], dtype=int)],
+            # scvi-tools wants every cell in one of the sets: unlabeled cells form the
+            # "test" set, which training never reads.
+            external_indexing=[train_idx, val_idx, np.flatnonzero(labels < 0)],
             batch_size=batch_size,
             **(datasplitter_kwargs or {}),
         )

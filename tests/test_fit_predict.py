@@ -1,0 +1,227 @@
+"""tl.fit / tl.predict on real BMMC CITE-seq: the contract of stored keys, switches, recipes."""
+
+import hashlib
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import mmdyn_sc as ms
+from mmdyn_sc import Key
+from mmdyn_sc._utils import mudata_options
+
+
+def _digest(mdata) -> dict[str, str]:
+    """Hash of every matrix, layer, obs/var column and obsm/varm/uns key of ``mdata``."""
+    out = {}
+
+    def h(name, value):
+        if sparse.issparse(value):
+            value = value.toarray()
+        if isinstance(value, pd.DataFrame | pd.Series):
+            value = pd.util.hash_pandas_object(value, index=True).to_numpy()
+        out[name] = hashlib.sha1(np.ascontiguousarray(np.asarray(value)).tobytes()).hexdigest()
+
+    h("obs", mdata.obs)
+    out["obsm_keys"] = str(sorted(mdata.obsm.keys()))
+    out["uns_keys"] = str(sorted(mdata.uns.keys()))
+    for mod, adata in mdata.mod.items():
+        h(f"{mod}.X", adata.X)
+        for layer, value in adata.layers.items():
+            h(f"{mod}.layers.{layer}", value)
+        h(f"{mod}.obs", adata.obs)
+        h(f"{mod}.var", adata.var)
+        out[f"{mod}.varm_keys"] = str(sorted(adata.varm.keys()))
+        out[f"{mod}.uns_keys"] = str(sorted(adata.uns.keys()))
+    return out
+
+
+def _check_contract(mdata, model, key="mmdyn", roles=("train", "validation")):
+    classes = model.classes_
+    pred = mdata.obs[Key.obs.prediction(key)]
+    assert isinstance(pred.dtype, pd.CategoricalDtype)
+    assert list(pred.cat.categories) == classes
+    split = mdata.obs[Key.obs.split(key)]
+    assert set(split.unique()) <= set(roles) | {"unlabeled"}
+    proba = mdata.obsm[Key.obsm.proba(key)]
+    assert list(proba.columns) == classes and proba.index.equals(mdata.obs_names)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    assert (proba.to_numpy().argmax(1) == pred.cat.codes.to_numpy()).all()
+    conf = mdata.obsm[Key.obsm.confidence(key)]
+    tcp = mdata.obsm[Key.obsm.tcp_true(key)]
+    assert list(conf.columns) == list(tcp.columns) == model.modalities_
+    labelled = mdata.obs[model.adata_manager.registry["setup_args"]["labels_key"]].notna()
+    assert tcp[labelled.to_numpy()].notna().any().all()
+    assert ((tcp.dropna() >= 0) & (tcp.dropna() <= 1)).all().all()
+    assert mdata.obsm[Key.obsm.latent(key)].shape[0] == mdata.n_obs
+    for mod in model.modalities_:
+        fw = mdata[mod].varm[Key.varm.feature_weights(key)]
+        assert fw.shape == (mdata[mod].n_vars, len(classes))
+        assert list(fw.columns) == classes
+        info = mdata[mod].var[Key.var.informativeness(key)]
+        assert info.notna().all() and ((info > 0) & (info <= 1)).all()
+    uns = mdata.uns[key]
+    assert list(uns["classes"]) == classes and list(uns["modalities"]) == model.modalities_
+    assert "train_loss" in uns["history"]
+
+
+def test_fit_predict_writes_the_contract(bmmc_donors, tmp_path, fast):
+    train, query = bmmc_donors
+    query_before = _digest(query)
+    train_before = _digest(train)
+    obs_columns = {id(query): set(query.obs.columns), id(train): set(train.obs.columns)}
+    model = ms.tl.fit(train, "cell_type", seed=0, **fast)
+    _check_contract(train, model)
+    assert {"train", "validation"} <= set(train.uns["mmdyn"]["metrics"])
+    assert len(train.uns["mmdyn"]["history"]["train_loss"]) == fast["max_epochs"]
+
+    ms.tl.predict(query, model)
+    _check_contract(query, model, roles=("query",))
+    assert (query.obs["mmdyn_split"] == "query").all()
+    assert 0.0 <= query.uns["mmdyn"]["metrics"]["query"]["accuracy"] <= 1.0
+
+    # Only documented keys were added; nothing that was there changed.
+    for before, mdata in ((train_before, train), (query_before, query)):
+        after = _digest(mdata)
+        changed = {k for k in before if before[k] != after.get(k)}
+        assert changed <= {"obs", "obsm_keys", "uns_keys", "rna.var", "prot.var",
+                           "rna.varm_keys", "prot.varm_keys"}
+        assert not any(k.startswith("_scvi") for k in mdata.uns)
+        obs_new = set(mdata.obs.columns) - obs_columns[id(mdata)]
+        assert obs_new == {"mmdyn_prediction", "mmdyn_split"}
+        for mod in ("rna", "prot"):
+            assert set(mdata[mod].layers) == {"counts", "mmdyn_prepared"}
+
+    # Everything written survives h5mu.
+    path = tmp_path / "annotated.h5mu"
+    query.write_h5mu(path)
+    back = md.read_h5mu(path)
+    pd.testing.assert_frame_equal(back.obsm["mmdyn_proba"], query.obsm["mmdyn_proba"])
+    assert back.obs["mmdyn_prediction"].equals(query.obs["mmdyn_prediction"])
+    assert list(back.uns["mmdyn"]["classes"]) == model.classes_
+
+
+def test_copy_semantics(bmmc_donors, fast):
+    train, query = bmmc_donors
+    before = _digest(train)
+    annotated, model = ms.tl.fit(train, "cell_type", copy=True, **fast)
+    assert _digest(train) == before
+    assert "mmdyn_proba" in annotated.obsm
+    out = ms.tl.predict(query, model, key_added="other", copy=True)
+    assert "other_proba" in out.obsm and "other_proba" not in query.obsm
+
+
+@pytest.mark.parametrize("fi", [True, False])
+@pytest.mark.parametrize("mi", [True, False])
+def test_fi_mi_ablations_train(bmmc, fi, mi, fast):
+    model = ms.tl.fit(bmmc, "cell_type", feature_informativeness=fi,
+                      modality_informativeness=mi, **fast)
+    _check_contract(bmmc, model)
+    conf = bmmc.obsm["mmdyn_confidence"]
+    if not mi:  # MM static: every present modality has weight 1
+        assert (conf == 1.0).all().all()
+    fw = bmmc["rna"].varm["mmdyn_feature_weights"]
+    assert ((fw == 1.0).all().all()) == (not fi)
+    history = bmmc.uns["mmdyn"]["history"]
+    assert (np.asarray(history["train_loss_sparsity"]) > 0).all() == fi
+    assert (np.asarray(history["train_loss_confidence"]) > 0).all() == mi
+
+
+def test_paper_recipe_runs(bmmc):
+    model = ms.tl.fit(bmmc, "cell_type", recipe="paper", max_epochs=3, n_hidden=64,
+                      enable_progress_bar=False)
+    params = bmmc.uns["mmdyn"]["train_params"]
+    assert params["batch_size"] == bmmc.n_obs  # every training cell in every step
+    assert params["train_size"] == 1.0 and params["lr"] == 1e-4 and params["lr_step_size"] == 500
+    assert not params["early_stopping"]
+    assert (bmmc.obs["mmdyn_split"] == "train").all()
+    assert model.module.class_weights.eq(1).all()
+    scaler = model.module.branches[0].scaler
+    assert (scaler.scale != 1).any()  # min-max scaling fitted on the training cells
+
+
+def test_unlabeled_cells_are_predicted_not_trained(bmmc, fast):
+    rng = np.random.default_rng(0)
+    labels = bmmc.obs["cell_type"].copy()
+    hidden = rng.choice(bmmc.n_obs, 60, replace=False)
+    labels.iloc[hidden] = np.nan
+    bmmc.obs["partial"] = labels
+    model = ms.tl.fit(bmmc, "partial", **fast)
+    split = bmmc.obs["mmdyn_split"].to_numpy()
+    assert (split[hidden] == "unlabeled").all()
+    assert not np.isin(hidden, model.train_indices).any()
+    assert bmmc.obsm["mmdyn_tcp_true"].iloc[hidden].isna().all().all()
+    assert bmmc.obs["mmdyn_prediction"].iloc[hidden].notna().all()
+
+
+def test_unpaired_modalities(bmmc, fast):
+    """Protein for 70% of the cells, in shuffled order: fit, predict, NaN confidence."""
+    rng = np.random.default_rng(1)
+    keep = rng.permutation(bmmc.n_obs)[: int(0.7 * bmmc.n_obs)]
+    with mudata_options():
+        mdata = md.MuData({"rna": bmmc["rna"].copy(), "prot": bmmc["prot"][keep].copy()})
+    mdata.obs["cell_type"] = bmmc.obs["cell_type"].reindex(mdata.obs_names)
+    model = ms.tl.fit(mdata, "cell_type", **fast)
+    conf = mdata.obsm["mmdyn_confidence"]
+    has_prot = mdata.obs_names.isin(mdata["prot"].obs_names)
+    assert conf.loc[~has_prot, "prot"].isna().all()
+    assert conf.loc[has_prot, "prot"].notna().all()
+    assert conf["rna"].notna().all()
+    assert mdata.obsm["mmdyn_tcp_true"].loc[~has_prot, "prot"].isna().all()
+
+    # The same cells in a paired object with the shuffled order give the same predictions.
+    same = ms.tl.predict(mdata, model, key_added="again", copy=True)
+    pd.testing.assert_frame_equal(same.obsm["again_proba"], mdata.obsm["mmdyn_proba"],
+                                  check_exact=False, atol=1e-5)
+
+
+def test_same_seed_same_predictions(bmmc_donors, fast):
+    train, query = bmmc_donors
+    first = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast).predict(query, soft=True)
+    second = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast).predict(query, soft=True)
+    pd.testing.assert_frame_equal(first, second)
+    other = ms.tl.fit(train.copy(), "cell_type", seed=4, **fast).predict(query, soft=True)
+    assert not np.allclose(first.to_numpy(), other.to_numpy())
+
+
+def test_save_load_round_trip(bmmc_donors, tmp_path, fast):
+    train, query = bmmc_donors
+    model = ms.tl.fit(train, "cell_type", **fast)
+    expected = model.predict(query, soft=True)
+    model.save(tmp_path / "model", overwrite=True)
+    # The query's features in another order: matched by name.
+    shuffled = query.copy()
+    order = np.random.default_rng(0).permutation(shuffled["rna"].n_vars)
+    with mudata_options():
+        shuffled = md.MuData({"rna": shuffled["rna"][:, order].copy(),
+                              "prot": shuffled["prot"].copy()})
+    loaded = ms.MMDynamics.load(tmp_path / "model", shuffled)
+    assert loaded.classes_ == model.classes_
+    assert loaded.features_ == model.features_
+    assert loaded.modalities_ == model.modalities_
+    assert loaded.mmdyn_sc_version_ == ms.__version__
+    pd.testing.assert_frame_equal(loaded.predict(shuffled, soft=True), expected,
+                                  check_exact=False, atol=1e-6)
+    # Fitted preprocessing travelled with the model.
+    for a, b in zip(model.module.branches, loaded.module.branches, strict=True):
+        assert np.allclose(a.scaler.shift.numpy(), b.scaler.shift.numpy())
+    ms.tl.predict(shuffled, loaded)
+    assert (shuffled.obs["mmdyn_prediction"].astype(str).to_numpy()
+            == expected.idxmax(1).to_numpy()).all()
+
+
+def test_model_api(bmmc_donors):
+    train, query = bmmc_donors
+    ms.MMDynamics.setup_mudata(train, labels_key="cell_type", modalities=["rna", "prot"])
+    assert not any(k.startswith("_scvi") for k in train.uns)
+    model = ms.MMDynamics(train, n_hidden={"rna": 32, "prot": 16})
+    model.train(max_epochs=2, enable_progress_bar=False)
+    assert model.get_latent_representation(query).shape == (query.n_obs, 48)
+    conf = model.get_modality_confidence(query)
+    assert list(conf.columns) == ["rna", "prot"]
+    weights = model.get_feature_weights()
+    assert weights["prot"].shape == (train["prot"].n_vars, len(model.classes_))
+    labels = model.predict()
+    assert labels.index.equals(train.obs_names)
