@@ -370,6 +370,7 @@ class MMDynamics(BaseModelClass):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*Last batch will have a small size.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             runner()
         self.train_indices = np.asarray(train_idx)
         self.validation_indices = np.asarray(val_idx)
