@@ -63,7 +63,9 @@ def main(argv=None):
                         help="names of CONFIGS to run ('none' for only --extra)")
     parser.add_argument("--extra", type=json.loads, default={},
                         help='JSON {"name": {tl.fit options}} added to the sweep')
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    bmmc.limit_threads(args.threads)
 
     import logging
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
@@ -54,14 +53,13 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         xs, present, labels = unpack_batch(batch, self.n_modalities)
         outputs = self.module(xs, present)
         loss, parts = self.module.loss(outputs, labels, present)
+        # Accumulate on the device and log once per epoch: a self.log call per step and
+        # metric costs more than the step itself for small models.
         n = labels.shape[0]
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=n,
-                 prog_bar=stage == "validation")
-        for name, value in parts.items():
-            self.log(f"{stage}_loss_{name}", value, on_step=False, on_epoch=True, batch_size=n)
-        predicted = outputs["fused_logits"].argmax(dim=1)
-        self._epoch_outputs[stage].append(
-            (labels.detach().cpu().numpy(), predicted.detach().cpu().numpy())
+        totals = self._epoch_outputs[stage]
+        totals.append(
+            (n, loss.detach() * n, {k: v.detach() * n for k, v in parts.items()},
+             labels.detach(), outputs["fused_logits"].detach().argmax(dim=1))
         )
         return loss
 
@@ -75,17 +73,22 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         collected = self._epoch_outputs[stage]
         if not collected:
             return
-        y = np.concatenate([c[0] for c in collected]).astype(int)
-        p = np.concatenate([c[1] for c in collected]).astype(int)
         self._epoch_outputs[stage] = []
-        self.log(f"{stage}_accuracy", float((y == p).mean()), on_epoch=True)
+        n = sum(c[0] for c in collected)
+        metrics = {f"{stage}_loss": float(sum(c[1] for c in collected)) / n}
+        for name in collected[0][2]:
+            metrics[f"{stage}_loss_{name}"] = float(sum(c[2][name] for c in collected)) / n
+        y = torch.cat([c[3] for c in collected]).long()
+        p = torch.cat([c[4] for c in collected])
+        metrics[f"{stage}_accuracy"] = float((y == p).float().mean())
         if stage == "validation":
+            y, p = y.cpu().numpy(), p.cpu().numpy()
+            metrics["validation_f1_macro"] = float(f1_score(y, p, average="macro",
+                                                            zero_division=0))
             with warnings.catch_warnings():  # classes absent from a small validation set
                 warnings.simplefilter("ignore", UserWarning)
-                balanced = float(balanced_accuracy_score(y, p))
-            self.log("validation_f1_macro", float(f1_score(y, p, average="macro",
-                                                           zero_division=0)), on_epoch=True)
-            self.log("validation_balanced_accuracy", balanced, on_epoch=True)
+                metrics["validation_balanced_accuracy"] = float(balanced_accuracy_score(y, p))
+        self.log_dict(metrics, on_epoch=True, prog_bar=False)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
