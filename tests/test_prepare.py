@@ -3,6 +3,7 @@
 import muon as mu
 import numpy as np
 import scanpy as sc
+
 from mmdyn_sc import datasets, pp
 
 

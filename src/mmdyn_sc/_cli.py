@@ -11,20 +11,21 @@ from pathlib import Path
 def _demo_data(name: str, seed: int):
     """(training MuData, query MuData, labels key) for the demo."""
     from . import datasets, pp
+    from ._utils import copy_mudata
 
     if name == "bmmc":
         mdata = datasets.bmmc_cite()
         pp.prepare(mdata)
         counts = mdata.obs["cell_type"].value_counts()
         keep = mdata.obs["cell_type"].isin(counts.index[counts >= 10])
-        mdata = mdata[keep].copy()
-        train = mdata[mdata.obs["batch"] == "s1d1"].copy()
-        query = mdata[mdata.obs["batch"] == "s1d2"].copy()
+        mdata = copy_mudata(mdata[keep])
+        train = copy_mudata(mdata[mdata.obs["batch"] == "s1d1"])
+        query = copy_mudata(mdata[mdata.obs["batch"] == "s1d2"])
         return train, query, "cell_type"
     mdata, _ = datasets.synthetic(seed=seed)
     pp.prepare(mdata, kinds={"noise": "none"})
     is_query = mdata.obs_names.isin(mdata.obs_names[::4])
-    return mdata[~is_query].copy(), mdata[is_query].copy(), "cell_type"
+    return copy_mudata(mdata[~is_query]), copy_mudata(mdata[is_query]), "cell_type"
 
 
 def demo(dataset: str, out: Path, max_epochs: int, seed: int) -> int:

@@ -50,7 +50,7 @@ class Key:
 
         @staticmethod
         def tcp_true(key: str = DEFAULT_KEY) -> str:
-            """True class probability of each modality's classifier, DataFrame cells x modalities."""
+            """True class probability of each modality's classifier (cells x modalities)."""
             return f"{key}_tcp_true"
 
         @staticmethod

@@ -25,3 +25,14 @@ def mudata_options() -> Iterator[None]:
         ctx = contextlib.nullcontext()
     with ctx:
         yield
+
+
+def layer_names(adata) -> list[str]:
+    """Names of ``adata.layers`` (anndata 0.13 also lists ``None``, an alias of ``.X``)."""
+    return [k for k in adata.layers.keys() if k is not None]
+
+
+def copy_mudata(mdata):
+    """``mdata.copy()`` without mudata 0.3 pulling modality columns into the copy's ``.obs``."""
+    with mudata_options():
+        return mdata.copy()

@@ -20,7 +20,7 @@ import pandas as pd
 from mudata import MuData
 from scipy import sparse
 
-from .._utils import mudata_options
+from .._utils import layer_names, mudata_options
 from ._validation import check_finite
 
 #: Column of the aligned copy's ``obs`` holding integer label codes (-1: no label).
@@ -56,7 +56,7 @@ def _get_matrix(adata: ad.AnnData, layer: str | None, where: str):
         return adata.X
     if layer not in adata.layers:
         raise KeyError(
-            f"Layer {layer!r} not found in {where} (available: {list(adata.layers.keys())})."
+            f"Layer {layer!r} not found in {where} (available: {layer_names(adata)})."
         )
     return adata.layers[layer]
 

@@ -99,7 +99,9 @@ class MMDynamics(BaseModelClass):
         aligned = self._aligned_for(mdata)
         super().__init__(aligned.mdata)
         if class_weights not in CLASS_WEIGHTS:
-            raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}.")
+            raise ValueError(
+                f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}."
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         setup = self.adata_manager.registry["setup_args"]
@@ -425,7 +427,7 @@ class MMDynamics(BaseModelClass):
     def get_latent_representation(
         self, mdata: MuData | None = None, batch_size: int = 1024
     ) -> np.ndarray:
-        """Fused latent (cells x sum of hidden sizes): each modality's scaled latent, concatenated."""
+        """Fused latent (cells x sum of hidden sizes): the scaled modality latents, concatenated."""
         return self.infer(mdata, batch_size).latent
 
     def get_modality_confidence(
@@ -488,6 +490,7 @@ class MMDynamics(BaseModelClass):
             raise ValueError("MMDynamics.load needs the MuData to predict on (mdata=...).")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
+            warnings.filterwarnings("ignore", message=".*mod_names is deprecated.*")
             model = super().load(dir_path, adata=mdata, **kwargs)
         saved = getattr(model, "mmdyn_sc_version_", None)
         if saved != _package_version():

@@ -10,13 +10,13 @@ from mudata import MuData
 from .._data import check_modalities
 from .._data._labels import class_list, encode_labels, resolve_labels
 from .._keys import PREPARED_LAYER
-from .._utils import logger
+from .._utils import layer_names, logger
 
 
 def resolve_layers(
     mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None] | None
 ) -> dict[str, str | None]:
-    """Layer per modality: as given, else :data:`~mmdyn_sc._keys.PREPARED_LAYER` if present, else X."""
+    """Layer per modality: as given, else the layer of :func:`mmdyn_sc.pp.prepare`, else X."""
     layers = dict(layers or {})
     unknown = set(layers) - set(modalities)
     if unknown:
@@ -28,7 +28,7 @@ def resolve_layers(
             if layer is not None and layer not in mdata.mod[mod].layers:
                 raise KeyError(
                     f"Layer {layer!r} not found in modality {mod!r} "
-                    f"(available: {list(mdata.mod[mod].layers.keys())})."
+                    f"(available: {layer_names(mdata.mod[mod])})."
                 )
         elif PREPARED_LAYER in mdata.mod[mod].layers:
             layer = PREPARED_LAYER

@@ -17,7 +17,7 @@ def training_history(
     show: bool | None = None,
     return_fig: bool = False,
 ):
-    """Plot metrics per epoch from ``mdata.uns[key]["history"]`` (written by :func:`~mmdyn_sc.tl.fit`).
+    """Plot metrics per epoch from ``mdata.uns[key]["history"]`` (from :func:`~mmdyn_sc.tl.fit`).
 
     Parameters
     ----------

@@ -12,7 +12,9 @@ def fit_record(mdata: MuData, key: str) -> dict:
     """``mdata.uns[key]`` written by :func:`mmdyn_sc.tl.fit`, or a clear error."""
     record = mdata.uns.get(Key.uns.params(key))
     if record is None:
-        raise KeyError(f"mdata.uns[{key!r}] not found: run mmdyn_sc.tl.fit(..., key_added={key!r}).")
+        raise KeyError(
+            f"mdata.uns[{key!r}] not found: run mmdyn_sc.tl.fit(..., key_added={key!r})."
+        )
     return record
 
 

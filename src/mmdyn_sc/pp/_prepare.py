@@ -12,7 +12,7 @@ from scipy import sparse
 from .._data import check_finite, check_modalities
 from .._data._validation import check_nonnegative
 from .._keys import PREPARED_LAYER
-from .._utils import logger
+from .._utils import copy_mudata, layer_names, logger
 
 KINDS = ("rna", "protein", "none")
 _KIND_BY_NAME = {
@@ -37,7 +37,7 @@ def _counts(adata: ad.AnnData, layer: str | None, where: str):
     matrix = adata.X if layer is None else adata.layers.get(layer)
     if matrix is None:
         raise KeyError(
-            f"{where}: no counts found (layer {layer!r}; available: {list(adata.layers.keys())})."
+            f"{where}: no counts found (layer {layer!r}; available: {layer_names(adata)})."
         )
     check_finite(matrix, where)
     check_nonnegative(matrix, where)
@@ -108,7 +108,7 @@ def prepare(
     """
     modalities = check_modalities(mdata, modalities)
     kinds = dict(kinds or {})
-    target = mdata.copy() if copy else mdata
+    target = copy_mudata(mdata) if copy else mdata
     for mod in modalities:
         kind = _kind(mod, kinds)
         layer = counts_layer.get(mod) if isinstance(counts_layer, Mapping) else counts_layer

@@ -9,6 +9,7 @@ import torch
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, SPLIT_TRAIN, SPLIT_UNLABELED, SPLIT_VALIDATION
+from .._utils import copy_mudata
 from ..model import MMDynamics
 from ._recipes import MODEL_OPTIONS, recipe_options
 from ._store import history_arrays, write_results
@@ -145,7 +146,7 @@ def fit(
         if v is not _UNSET
     }
     options = recipe_options(recipe, given)
-    target = mdata.copy() if copy else mdata
+    target = copy_mudata(mdata) if copy else mdata
     MMDynamics.setup_mudata(target, labels_key=labels_key, modalities=modalities, layers=layers,
                             mask_var=mask_var)
     torch.manual_seed(seed)

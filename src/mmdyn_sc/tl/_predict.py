@@ -6,6 +6,7 @@ import numpy as np
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, SPLIT_QUERY
+from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
@@ -50,7 +51,7 @@ def predict(
     _check_key(key_added)
     if not isinstance(model, MMDynamics):
         raise TypeError(f"model must be an MMDynamics, got {type(model).__name__}.")
-    target = mdata.copy() if copy else mdata
+    target = copy_mudata(mdata) if copy else mdata
     result = model.infer(target, batch_size=batch_size)
     labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
     label_codes, _ = resolve_label_codes(target, labels_key, model.classes_,
