@@ -195,7 +195,10 @@ class MMDynamics(BaseModelClass):
         else:
             manager.register_fields(aligned.mdata, **kwargs)
         cls.register_manager(manager)
-        cls._aligned_store[id(mdata)] = (weakref.ref(mdata), aligned)
+        key = id(mdata)
+        cls._aligned_store[key] = (weakref.ref(mdata), aligned)
+        # Drop the private copy with the user's object (a model keeps its own reference).
+        weakref.finalize(mdata, cls._aligned_store.pop, key, None)
 
     @classmethod
     def setup_anndata(cls, *args, **kwargs):
