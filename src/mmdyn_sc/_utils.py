@@ -36,3 +36,16 @@ def copy_mudata(mdata):
     """``mdata.copy()`` without mudata 0.3 pulling modality columns into the copy's ``.obs``."""
     with mudata_options():
         return mdata.copy()
+
+
+def history_to_arrays(history) -> dict:
+    """A Lightning/scvi-tools history (metric -> one-column DataFrame) as float arrays per epoch."""
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for name, frame in (history or {}).items():
+        if isinstance(frame, pd.DataFrame):
+            frame = frame[name] if name in frame.columns else frame.iloc[:, 0]
+        out[name] = np.asarray(frame, dtype=float).ravel()
+    return out

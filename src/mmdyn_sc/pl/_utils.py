@@ -1,21 +1,112 @@
-"""Shared plumbing of the plotting functions (scanpy's ax / show / return_fig convention)."""
+"""Shared plumbing of the plotting functions (scanpy's ax / show / return_fig convention).
+
+Every plot reads what :func:`mmdyn_sc.tl.fit` / :func:`mmdyn_sc.tl.predict` stored, through
+the helpers here, so that a missing entry always gives the same kind of error: a
+:class:`KeyError` naming the entry and the function that writes it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
 from mudata import MuData
 
 from .._keys import Key
+from .._utils import history_to_arrays
+
+#: One colour per modality, in the order of the fit's modalities (Paul Tol's bright scheme).
+MODALITY_COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
+
+
+def _run_hint(key: str) -> str:
+    return (
+        f"run mmdyn_sc.tl.fit(..., key_added={key!r}) or "
+        f"mmdyn_sc.tl.predict(..., key_added={key!r}) first"
+    )
 
 
 def fit_record(mdata: MuData, key: str) -> dict:
     """``mdata.uns[key]`` written by :func:`mmdyn_sc.tl.fit`, or a clear error."""
     record = mdata.uns.get(Key.uns.params(key))
     if record is None:
-        raise KeyError(
-            f"mdata.uns[{key!r}] not found: run mmdyn_sc.tl.fit(..., key_added={key!r})."
-        )
+        raise KeyError(f"mdata.uns[{key!r}] not found: {_run_hint(key)}.")
     return record
+
+
+def check_modality(mdata: MuData, modality: str) -> None:
+    """Raise a :class:`KeyError` listing the modalities if ``modality`` is not one of them."""
+    if modality not in mdata.mod:
+        raise KeyError(f"Modality {modality!r} not in mdata.mod ({list(mdata.mod)}).")
+
+
+def stored(container: Mapping, name: str, where: str, key: str):
+    """``container[name]``, or a :class:`KeyError` naming ``where[name]`` and what writes it.
+
+    ``where`` is how the container is spelled in the message, e.g. ``"mdata.obsm"``.
+    """
+    if name not in container:
+        raise KeyError(f"{where}[{name!r}] not found: {_run_hint(key)}.")
+    return container[name]
+
+
+def obs_column(mdata: MuData, name: str, key: str) -> pd.Series:
+    """Column ``name`` of ``mdata.obs`` written by a fit, or a clear error."""
+    return stored(mdata.obs, name, "mdata.obs", key)
+
+
+def obsm_frame(mdata: MuData, name: str, key: str) -> pd.DataFrame:
+    """``mdata.obsm[name]`` (cells x modalities or classes) as a DataFrame, or a clear error."""
+    value = stored(mdata.obsm, name, "mdata.obsm", key)
+    if isinstance(value, pd.DataFrame):
+        return value
+    return pd.DataFrame(np.asarray(value), index=mdata.obs_names)
+
+
+def var_column(mdata: MuData, modality: str, name: str, key: str) -> pd.Series:
+    """Column ``name`` of ``mdata[modality].var``, or a clear error."""
+    check_modality(mdata, modality)
+    return stored(mdata.mod[modality].var, name, f"mdata[{modality!r}].var", key)
+
+
+def varm_frame(mdata: MuData, modality: str, name: str, key: str) -> pd.DataFrame:
+    """``mdata[modality].varm[name]`` (features x classes) as a DataFrame, or a clear error."""
+    check_modality(mdata, modality)
+    value = stored(mdata.mod[modality].varm, name, f"mdata[{modality!r}].varm", key)
+    if isinstance(value, pd.DataFrame):
+        return value
+    return pd.DataFrame(np.asarray(value), index=mdata.mod[modality].var_names)
+
+
+def modality_colors(modalities: Sequence[str]) -> dict[str, str]:
+    """One colour per modality, stable across plots for the same fit."""
+    return {m: MODALITY_COLORS[i % len(MODALITY_COLORS)] for i, m in enumerate(modalities)}
+
+
+def history_arrays(source, key: str) -> dict[str, np.ndarray]:
+    """Training history as one float array per metric (index = epoch).
+
+    ``source`` is a MuData annotated by :func:`mmdyn_sc.tl.fit` (reads
+    ``uns[key]["history"]``) or a trained model: any object with a ``history_`` or
+    ``history`` dict of one-column DataFrames (duck-typed; the model class is not imported).
+    """
+    if isinstance(source, MuData):
+        history = fit_record(source, key).get("history", {})
+        return {name: np.asarray(values, dtype=float) for name, values in history.items()}
+    history = getattr(source, "history_", None)
+    if history is None:
+        history = getattr(source, "history", None)
+    if history is None and (hasattr(source, "history_") or hasattr(source, "history")):
+        raise KeyError("The model has no training history: train it first.")
+    if not isinstance(history, Mapping):
+        raise TypeError(
+            "Expected a MuData annotated by mmdyn_sc.tl.fit or a trained model with a "
+            f"`history` dict, got {type(source).__name__}."
+        )
+    return history_to_arrays(history)
 
 
 def new_axes(ax, figsize=(5, 4)):
@@ -26,8 +117,21 @@ def new_axes(ax, figsize=(5, 4)):
     return ax.figure, ax
 
 
+def new_panels(n: int, ax=None, panel_size=(4.0, 4.0)) -> tuple:
+    """A figure with ``n`` side-by-side Axes, or the given ones (an Axes or ``n`` of them)."""
+    if ax is None:
+        fig, axes = plt.subplots(
+            1, n, figsize=(panel_size[0] * n, panel_size[1]), squeeze=False, layout="constrained"
+        )
+        return fig, list(axes[0])
+    axes = [ax] if isinstance(ax, Axes) else list(ax)
+    if len(axes) != n:
+        raise ValueError(f"This plot draws {n} panel(s) but {len(axes)} Axes were given.")
+    return axes[0].figure, axes
+
+
 def finish(fig, ax, show: bool | None, return_fig: bool):
-    """Show, or return the Figure / Axes as scanpy does."""
+    """Show, or return the Figure / Axes (or list of Axes) as scanpy does."""
     if show is None:
         show = False
     if show:

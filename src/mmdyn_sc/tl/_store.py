@@ -11,7 +11,7 @@ from mudata import MuData
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from .._keys import SPLIT_CATEGORIES, Key
-from .._utils import logger
+from .._utils import history_to_arrays, logger
 from ..model import MMDynamics
 from ..model._inference import InferenceResult
 
@@ -94,12 +94,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
 
 def history_arrays(model: MMDynamics) -> dict[str, np.ndarray]:
     """The training history as one float array per metric (index = epoch)."""
-    history = getattr(model, "history_", None) or {}
-    out = {}
-    for name, frame in history.items():
-        series = frame[name] if name in frame.columns else frame.iloc[:, 0]
-        out[name] = series.to_numpy(dtype=float)
-    return out
+    return history_to_arrays(getattr(model, "history_", None))
 
 
 def write_results(
