@@ -11,8 +11,8 @@
 # Offline builds
 # --------------
 # Intersphinx needs network access to fetch the ``objects.inv`` inventories of
-# anndata, mudata, scanpy, muon, scvi-tools, torch, numpy, pandas and Python.
-# It is switched off (``intersphinx_mapping = {}``) when
+# anndata, mudata, scanpy, muon, scvi-tools, Lightning, torch, numpy, pandas,
+# matplotlib and Python. It is switched off (``intersphinx_mapping = {}``) when
 #
 # * the environment variable ``MMDYN_SC_DOCS_OFFLINE`` is set to a non-empty
 #   value, e.g. ``MMDYN_SC_DOCS_OFFLINE=1 sphinx-build -M html docs docs/_build``, or
@@ -20,6 +20,18 @@
 #   Read the Docs, which may have no network).
 #
 # Read the Docs sets both ``CI`` and ``READTHEDOCS`` and keeps intersphinx on.
+#
+# The build is nitpicky (every cross-reference must resolve). Offline, references
+# into the packages above cannot resolve, so only then they are ignored
+# (``nitpick_ignore_regex`` below); references into ``mmdyn_sc`` are always checked.
+#
+# Tutorials
+# ---------
+# ``docs/tutorials`` is a symbolic link to the repository's ``tutorials/`` folder.
+# The tutorials are MyST notebooks executed by myst-nb at every build (results
+# cached in ``docs/_build/.jupyter_cache``); an error in a cell fails the build.
+# They read the datasets from ``MMDYN_SC_DATA_DIR`` when set, else the loaders
+# download the public originals.
 import os
 import sys
 from datetime import datetime
@@ -29,6 +41,11 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # Let autodoc import the package from the source tree when it is not installed.
 sys.path.insert(0, str(HERE.parent / "src"))
+
+# The tutorials' kernels run in the notebooks' folder and inherit this environment: make a
+# relative MMDYN_SC_DATA_DIR (e.g. ../shared/data from the repository root) absolute.
+if os.environ.get("MMDYN_SC_DATA_DIR"):
+    os.environ["MMDYN_SC_DATA_DIR"] = str(Path(os.environ["MMDYN_SC_DATA_DIR"]).expanduser().resolve())
 
 # -- Project information -----------------------------------------------------
 
@@ -65,7 +82,13 @@ extensions = [
 
 templates_path = ["_templates"]
 html_static_path = ["_static"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+exclude_patterns = [
+    "_build",
+    "Thumbs.db",
+    ".DS_Store",
+    "**.ipynb_checkpoints",
+    "tutorials/README.md",  # the folder's GitHub landing page; docs/tutorials.md is the docs one
+]
 master_doc = "index"
 default_role = "literal"
 
@@ -79,6 +102,24 @@ autodoc_typehints = "description"
 autodoc_default_options = {"show-inheritance": True}
 # Heavy optional imports can be mocked here if the docs build without them.
 autodoc_mock_imports: list[str] = []
+
+#: Public-looking members that are plumbing between the model and ``mmdyn_sc.tl``: they take
+#: or return the private ``InferenceResult`` (or, for ``label_codes``, have a docstring that
+#: napoleon misreads). Left out of the class page, as they were before it listed members.
+UNDOCUMENTED_MEMBERS = {
+    "MMDynamics": {"infer", "confidence_frame", "feature_weight_frames", "informativeness",
+                   "label_codes"},
+}
+
+
+def _skip_member(app, what, name, obj, skip, options):
+    """``autodoc-skip-member`` (also asked by autosummary when it lists a class's members)."""
+    owner = getattr(obj, "__qualname__", "").rpartition(".")[0]
+    if isinstance(obj, property):
+        owner = getattr(obj.fget, "__qualname__", "").rpartition(".")[0]
+    if name in UNDOCUMENTED_MEMBERS.get(owner, ()):
+        return True
+    return None
 
 # -- napoleon (numpy style docstrings) ---------------------------------------
 
@@ -106,8 +147,13 @@ myst_enable_extensions = [
     "html_admonition",
 ]
 myst_url_schemes = ("http", "https", "mailto")
-# Notebooks are not executed for now (tutorials are stored with outputs).
-nb_execution_mode = "off"
+# Tutorials are stored without outputs and executed at build time. "cache" re-executes a
+# notebook only when its code changed (jupyter-cache under docs/_build); CI builds from a
+# clean docs/_build, so every CI build executes them.
+nb_execution_mode = "cache"
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True  # a failing cell fails the build
+nb_execution_show_tb = True  # ... and the traceback is in the build log
 nb_merge_streams = True
 source_suffix = {
     ".rst": "restructuredtext",
@@ -116,24 +162,92 @@ source_suffix = {
     ".md": "myst-nb",
 }
 
-# -- intersphinx -------------------------------------------------------------
+# -- intersphinx / nitpicky ---------------------------------------------------
 
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", None),
     "numpy": ("https://numpy.org/doc/stable/", None),
     "pandas": ("https://pandas.pydata.org/pandas-docs/stable/", None),
+    "matplotlib": ("https://matplotlib.org/stable/", None),
     "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
     "mudata": ("https://mudata.readthedocs.io/en/latest/", None),
     "scanpy": ("https://scanpy.readthedocs.io/en/stable/", None),
     "muon": ("https://muon.readthedocs.io/en/latest/", None),
     "scvi-tools": ("https://docs.scvi-tools.org/en/stable/", None),
+    # scvi-tools' docstrings (inherited by MMDynamics.save) refer to Lightning classes.
+    "lightning": ("https://lightning.ai/docs/pytorch/stable/", None),
     "torch": ("https://docs.pytorch.org/docs/stable/", None),
 }
-# Offline switch (see the header of this file): no inventories are fetched.
-if os.environ.get("MMDYN_SC_DOCS_OFFLINE") or (
-    os.environ.get("CI") and not os.environ.get("READTHEDOCS")
-):
+
+# Every cross-reference must resolve.
+nitpicky = True
+nitpick_ignore: list[tuple[str, str]] = []
+nitpick_ignore_regex: list[tuple[str, str]] = []
+
+#: Packages whose objects are documented elsewhere (resolved through intersphinx).
+EXTERNAL_PACKAGES = (
+    "anndata", "mudata", "scanpy", "muon", "scvi", "lightning", "torch", "numpy", "pandas",
+    "matplotlib", "scipy", "sklearn",
+    # standard library modules that type hints refer to
+    "collections", "typing", "os", "pathlib",
+)
+
+DOCS_OFFLINE = bool(
+    os.environ.get("MMDYN_SC_DOCS_OFFLINE")
+    or (os.environ.get("CI") and not os.environ.get("READTHEDOCS"))
+)
+# Offline switch (see the header of this file): no inventories are fetched, and only then
+# unresolved references into external packages are not reported. On Read the Docs every
+# reference is checked.
+if DOCS_OFFLINE:
     intersphinx_mapping = {}
+    nitpick_ignore_regex += [
+        (r"py:.*", rf"(?:{'|'.join(EXTERNAL_PACKAGES)})(?:\..*)?"),
+    ]
+
+#: Type hints name classes by the module that defines them, often a private one; their docs
+#: (and inventories) list them under the public name.
+QUALNAME_OVERRIDES = {
+    "anndata._core.anndata.AnnData": "anndata.AnnData",
+    "mudata._core.mudata.MuData": "mudata.MuData",
+    "matplotlib.axes._axes.Axes": "matplotlib.axes.Axes",
+    "pandas.core.frame.DataFrame": "pandas.DataFrame",
+    "pandas.core.series.Series": "pandas.Series",
+    "scvi.model.base._base_model.BaseModelClass": "scvi.model.base.BaseModelClass",
+    "lightning.pytorch.core.module.LightningModule": "lightning.pytorch.core.LightningModule",
+    "lightning.pytorch.core.datamodule.LightningDataModule":
+        "lightning.pytorch.core.LightningDataModule",
+    "torch.nn.modules.module.Module": "torch.nn.Module",
+}
+
+#: References in mmdyn_sc docstrings that do not resolve where they are rendered (e.g. in an
+#: autosummary table, outside the class). The docstrings in src/ should spell them out
+#: (``:meth:`~mmdyn_sc.MMDynamics.load```); until then they are resolved here.
+SRC_REFERENCE_ALIASES = {
+    ("meth", "MMDynamics.load"): "mmdyn_sc.MMDynamics.load",
+    ("meth", "save"): "mmdyn_sc.MMDynamics.save",
+    ("meth", "setup_mudata"): "mmdyn_sc.MMDynamics.setup_mudata",
+}
+
+
+def _resolve_renamed(app, env, node, contnode):
+    """Resolve a Python reference whose target is known under another name."""
+    if node.get("refdomain") != "py":
+        return None
+    reftype, target = node.get("reftype"), node.get("reftarget")
+    new = QUALNAME_OVERRIDES.get(target) or SRC_REFERENCE_ALIASES.get((reftype, target))
+    if new is None:
+        return None
+    node["reftarget"] = new
+    resolved = env.get_domain("py").resolve_xref(
+        env, node.get("refdoc", ""), app.builder, reftype, new, node, contnode
+    )
+    if resolved is None and intersphinx_mapping:
+        from sphinx.ext.intersphinx import missing_reference
+
+        resolved = missing_reference(app, env, node, contnode)
+    return resolved
+
 
 # -- Options for HTML output -------------------------------------------------
 
@@ -148,6 +262,8 @@ html_theme_options = {
 
 pygments_style = "default"
 
-nitpick_ignore = [
-    # Add (type, target) pairs here for references Sphinx cannot resolve.
-]
+
+def setup(app):
+    """Sphinx hooks of this project."""
+    app.connect("missing-reference", _resolve_renamed)
+    app.connect("autodoc-skip-member", _skip_member)

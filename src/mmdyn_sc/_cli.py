@@ -1,11 +1,41 @@
-"""Command line: ``mmdyn-sc demo`` (also ``python -m mmdyn_sc demo``)."""
+"""Command line: ``mmdyn-sc demo | fit | predict`` (also ``python -m mmdyn_sc ...``).
+
+``fit`` and ``predict`` read and write ``.h5mu`` files, for pipelines::
+
+    mmdyn-sc fit train.h5mu --labels cell_type --model-dir model/ --out train_annotated.h5mu
+    mmdyn-sc predict query.h5mu --model-dir model/ --out query_annotated.h5mu
+
+Progress and summaries go to stderr; bad input exits with status 2 and
+``mmdyn-sc: error: <message>`` on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
+
+#: The file :meth:`MMDynamics.save` writes into its folder.
+MODEL_FILE = "model.pt"
+
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning")
+
+
+class CLIError(Exception):
+    """Bad input found by the command line itself (exit status 2)."""
+
+
+def _info(message: str) -> None:
+    print(f"[mmdyn-sc] {message}", file=sys.stderr)
+
+
+def _error_message(err: BaseException) -> str:
+    """The message of ``err``, without the quotes ``str(KeyError(...))`` adds."""
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        return err.args[0]
+    return str(err)
 
 
 def _demo_data(name: str, seed: int):
@@ -57,8 +87,152 @@ def demo(dataset: str, out: Path, max_epochs: int, seed: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mmdyn-sc`` command."""
+# ---------------------------------------------------------------------------- fit / predict
+def _layer_spec(text: str) -> tuple[str, str | None]:
+    """``MOD=LAYER`` as (modality, layer); ``LAYER`` ``X`` means ``.X``."""
+    mod, sep, layer = text.partition("=")
+    if not sep or not mod or not layer:
+        raise argparse.ArgumentTypeError(f"expected MOD=LAYER (e.g. rna=counts), got {text!r}")
+    return mod, None if layer == "X" else layer
+
+
+def _check_paths(input_path: Path, out: Path, force: bool) -> None:
+    if not input_path.is_file():
+        raise CLIError(f"input file not found: {input_path}")
+    if out.resolve() == input_path.resolve() and not force:
+        raise CLIError(f"--out {out} is the input file; choose another path or pass --force "
+                       "to overwrite it")
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file path (e.g. {out / 'out.h5mu'})")
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        raise CLIError(f"model folder not found: {model_dir} (write one with "
+                       "`mmdyn-sc fit ... --model-dir DIR`)")
+    if not (model_dir / MODEL_FILE).is_file():
+        raise CLIError(f"no saved model in {model_dir}: {MODEL_FILE} is missing (write one "
+                       "with `mmdyn-sc fit ... --model-dir DIR`)")
+
+
+def _read(path: Path):
+    import mudata
+
+    from ._utils import mudata_options
+
+    _info(f"reading {path}")
+    with mudata_options(), warnings.catch_warnings():
+        # Modalities sharing feature names (e.g. CD4 gene and CD4 protein) are normal here.
+        warnings.filterwarnings("ignore", message="var_names are not unique")
+        try:
+            return mudata.read_h5mu(path)
+        except OSError as err:
+            raise CLIError(f"cannot read {path} as .h5mu: {err}") from err
+
+
+def _write(mdata, path: Path) -> None:
+    from ._utils import mudata_options
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with mudata_options():
+        mdata.write_h5mu(path)
+    _info(f"wrote {path}")
+
+
+def _quiet(progress: bool) -> dict:
+    """Keep stdout clean and stderr short; return the Lightning options for ``tl.fit``.
+
+    scvi-tools logs (e.g. "File ... already downloaded" when loading a model) are dropped;
+    Lightning's device banners, progress bar and deprecation notices only with ``--progress``.
+    """
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    if not progress:
+        for name in _LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*treespec.*", module="lightning")
+    return {"enable_progress_bar": progress}
+
+
+def _accuracy_text(metrics: dict, role: str) -> str:
+    accuracy = (metrics or {}).get(role, {}).get("accuracy")
+    return "" if accuracy is None else f", {role} accuracy {float(accuracy):.3f}"
+
+
+def fit_command(args: argparse.Namespace) -> int:
+    """``mmdyn-sc fit``: train on an .h5mu, save the model, write the annotated data."""
+    _check_paths(args.input, args.out, args.force)
+    if args.model_dir.exists() and not args.model_dir.is_dir():
+        raise CLIError(f"--model-dir {args.model_dir} exists and is not a folder")
+    if args.max_epochs is not None and args.max_epochs < 1:
+        raise CLIError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
+    layers = dict(args.layers) if args.layers else None
+    mdata = _read(args.input)
+
+    from . import tl
+    from ._keys import Key
+
+    options = {"max_epochs": args.max_epochs} if args.max_epochs is not None else {}
+    _info(f"fitting on {mdata.n_obs} cells (labels {args.labels!r}, recipe {args.recipe})")
+    model = tl.fit(mdata, args.labels, modalities=args.modalities, layers=layers,
+                   key_added=args.key_added, recipe=args.recipe, seed=args.seed,
+                   **options, **_quiet(args.progress))
+    model.save(str(args.model_dir), overwrite=True)
+    _info(f"saved model to {args.model_dir}")
+    _write(mdata, args.out)
+    split = mdata.obs[Key.obs.split(args.key_added)].value_counts()
+    sizes = ", ".join(f"{name} {int(split.get(name, 0))}"
+                      for name in split.index if split.get(name, 0))
+    summary = mdata.uns[Key.uns.params(args.key_added)]
+    _info(f"fit: {mdata.n_obs} cells, {len(model.classes_)} classes, modalities "
+          f"{', '.join(model.modalities_)}; split {sizes}"
+          f"{_accuracy_text(summary.get('metrics'), 'validation')}")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``mmdyn-sc predict``: load a saved model onto an .h5mu, label it, write it."""
+    _check_paths(args.input, args.out, args.force)
+    _check_model_dir(args.model_dir)
+    _quiet(progress=False)
+    mdata = _read(args.input)
+
+    from . import tl
+    from ._keys import Key
+    from .model import MMDynamics
+
+    model = MMDynamics.load(str(args.model_dir), mdata)
+    _info(f"predicting {mdata.n_obs} cells with the model in {args.model_dir}")
+    tl.predict(mdata, model, key_added=args.key_added)
+    _write(mdata, args.out)
+    summary = mdata.uns[Key.uns.params(args.key_added)]
+    metrics = summary.get("metrics") or {}
+    labelled = ""
+    if "query" in metrics:
+        labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
+        labelled = f"; labels {labels_key!r}{_accuracy_text(metrics, 'query')}"
+    _info(f"predict: {mdata.n_obs} cells, {len(model.classes_)} classes{labelled}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _add_input_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("input", type=Path, metavar="IN.h5mu",
+                        help=f"input MuData (.h5mu) to {what}")
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT.h5mu",
+                        help="where to write the annotated MuData (.h5mu); the input file only "
+                        "with --force")
+    parser.add_argument("--key-added", default="mmdyn", metavar="KEY",
+                        help="prefix of every key written (KEY_prediction, KEY_proba, ...; "
+                        "default: %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help="allow --out to be the input file (overwrites it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mmdyn-sc`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="mmdyn-sc", description="MM dynamics cell classification on MuData."
     )
@@ -75,10 +249,67 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", type=Path, default=Path("mmdyn_demo"), help="output folder")
     p_demo.add_argument("--max-epochs", type=int, default=200, help="training epochs (cap)")
     p_demo.add_argument("--seed", type=int, default=0, help="random seed")
-    args = parser.parse_args(argv)
+
+    p_fit = sub.add_parser(
+        "fit",
+        help="train on an .h5mu, save the model, write the annotated .h5mu",
+        description="Train MM dynamics on the labelled cells of IN.h5mu (cells with a missing "
+        "label are predicted, not trained on), save the model into --model-dir and write "
+        "IN.h5mu with predictions, class probabilities, modality confidences and feature "
+        "weights to --out. Progress and a summary go to stderr.",
+    )
+    _add_input_argument(p_fit, "train on")
+    p_fit.add_argument("--labels", required=True, metavar="COLUMN",
+                       help="label column: in .obs, as MOD:COLUMN, or a column of the one "
+                       "modality whose .obs has it")
+    p_fit.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
+                       help=f"folder to save the trained model in ({MODEL_FILE}; overwritten "
+                       "if present), for `mmdyn-sc predict --model-dir`")
+    _add_output_arguments(p_fit)
+    p_fit.add_argument("--modalities", nargs="+", metavar="MOD",
+                       help="modalities to use, in order (default: all)")
+    p_fit.add_argument("--layers", nargs="+", type=_layer_spec, metavar="MOD=LAYER",
+                       help="layer per modality, e.g. rna=mmdyn_prepared prot=counts; X means "
+                       ".X (default: mmdyn_prepared from mmdyn_sc.pp.prepare where present, "
+                       "else .X)")
+    p_fit.add_argument("--recipe", choices=["default", "paper"], default="default",
+                       help="default: minibatches, class-balanced loss, early stopping; paper: "
+                       "the original MM dynamics recipe (default: %(default)s)")
+    p_fit.add_argument("--max-epochs", type=int, metavar="N",
+                       help="training epochs (cap with early stopping; default: the recipe's, "
+                       "200 for default, 1000 for paper)")
+    p_fit.add_argument("--seed", type=int, default=0, metavar="S",
+                       help="seed of weights, train/validation split, minibatches and dropout "
+                       "(default: %(default)s)")
+    p_fit.add_argument("--progress", action="store_true",
+                       help="show the Lightning progress bar and device messages")
+    p_fit.set_defaults(handler=fit_command)
+
+    p_predict = sub.add_parser(
+        "predict",
+        help="label an .h5mu with a model saved by `mmdyn-sc fit`",
+        description="Load the model saved in --model-dir onto IN.h5mu (the same modalities "
+        "and features, matched by name; the same layers if the model used them) and write "
+        "IN.h5mu with predictions, class probabilities, modality confidences and feature "
+        "weights to --out. If IN.h5mu has the model's labels column, the accuracy on its "
+        "labelled cells is reported on stderr.",
+    )
+    _add_input_argument(p_predict, "label")
+    p_predict.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
+                           help=f"folder with a model saved by `mmdyn-sc fit` ({MODEL_FILE})")
+    _add_output_arguments(p_predict)
+    p_predict.set_defaults(handler=predict_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mmdyn-sc`` command."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        return demo(args.dataset, args.out, args.max_epochs, args.seed)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
-        print(f"mmdyn-sc: error: {err}", file=sys.stderr)
+        if args.command == "demo":
+            return demo(args.dataset, args.out, args.max_epochs, args.seed)
+        return args.handler(args)
+    except (CLIError, KeyError, ValueError, TypeError, OSError) as err:
+        print(f"mmdyn-sc: error: {_error_message(err)}", file=sys.stderr)
         return 2
