@@ -32,6 +32,7 @@
 # cached in ``docs/_build/.jupyter_cache``); an error in a cell fails the build.
 # They read the datasets from ``MMDYN_SC_DATA_DIR`` when set, else the loaders
 # download the public originals.
+import inspect
 import os
 import sys
 from datetime import datetime
@@ -44,8 +45,9 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 # The tutorials' kernels run in the notebooks' folder and inherit this environment: make a
 # relative MMDYN_SC_DATA_DIR (e.g. ../shared/data from the repository root) absolute.
-if os.environ.get("MMDYN_SC_DATA_DIR"):
-    os.environ["MMDYN_SC_DATA_DIR"] = str(Path(os.environ["MMDYN_SC_DATA_DIR"]).expanduser().resolve())
+_data_dir = os.environ.get("MMDYN_SC_DATA_DIR")
+if _data_dir:
+    os.environ["MMDYN_SC_DATA_DIR"] = str(Path(_data_dir).expanduser().resolve())
 
 # -- Project information -----------------------------------------------------
 
@@ -97,8 +99,9 @@ default_role = "literal"
 autosummary_generate = True
 autodoc_member_order = "groupwise"
 autodoc_typehints = "description"
-# No "members" here: the model methods get their own pages via autosummary in api.md
-# (documenting them on the class page too would duplicate the object descriptions).
+# No "members" here: methods get their own pages via autosummary (api.md, and the class
+# template _templates/autosummary/class.rst, which lists what a class defines itself);
+# documenting them on the class page too would duplicate the object descriptions.
 autodoc_default_options = {"show-inheritance": True}
 # Heavy optional imports can be mocked here if the docs build without them.
 autodoc_mock_imports: list[str] = []
@@ -112,6 +115,32 @@ UNDOCUMENTED_MEMBERS = {
 }
 
 
+class _NotGiven:
+    """Shown instead of a bare ``object()`` default, whose repr has a memory address."""
+
+    def __repr__(self) -> str:
+        return "<from recipe>"
+
+
+def _readable_sentinel_defaults(app, obj, bound_method):
+    """``autodoc-before-process-signature``: give bare ``object()`` defaults a fixed repr.
+
+    :func:`mmdyn_sc.tl.fit` marks the options it takes from its ``recipe`` with such a
+    sentinel; left alone, the signature and the "default:" of each of those parameters would
+    read ``<object object at 0x7f...>`` (different in every build).
+    """
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return
+    parameters = [
+        p.replace(default=_NotGiven()) if type(p.default) is object else p
+        for p in signature.parameters.values()
+    ]
+    if parameters != list(signature.parameters.values()):
+        obj.__signature__ = signature.replace(parameters=parameters)
+
+
 def _skip_member(app, what, name, obj, skip, options):
     """``autodoc-skip-member`` (also asked by autosummary when it lists a class's members)."""
     owner = getattr(obj, "__qualname__", "").rpartition(".")[0]
@@ -120,6 +149,7 @@ def _skip_member(app, what, name, obj, skip, options):
     if name in UNDOCUMENTED_MEMBERS.get(owner, ()):
         return True
     return None
+
 
 # -- napoleon (numpy style docstrings) ---------------------------------------
 
@@ -220,29 +250,20 @@ QUALNAME_OVERRIDES = {
     "torch.nn.modules.module.Module": "torch.nn.Module",
 }
 
-#: References in mmdyn_sc docstrings that do not resolve where they are rendered (e.g. in an
-#: autosummary table, outside the class). The docstrings in src/ should spell them out
-#: (``:meth:`~mmdyn_sc.MMDynamics.load```); until then they are resolved here.
-SRC_REFERENCE_ALIASES = {
-    ("meth", "MMDynamics.load"): "mmdyn_sc.MMDynamics.load",
-    ("meth", "save"): "mmdyn_sc.MMDynamics.save",
-    ("meth", "setup_mudata"): "mmdyn_sc.MMDynamics.setup_mudata",
-}
-
 
 def _resolve_renamed(app, env, node, contnode):
     """Resolve a Python reference whose target is known under another name."""
     if node.get("refdomain") != "py":
         return None
     reftype, target = node.get("reftype"), node.get("reftarget")
-    new = QUALNAME_OVERRIDES.get(target) or SRC_REFERENCE_ALIASES.get((reftype, target))
+    new = QUALNAME_OVERRIDES.get(target)
     if new is None:
         return None
     node["reftarget"] = new
     resolved = env.get_domain("py").resolve_xref(
         env, node.get("refdoc", ""), app.builder, reftype, new, node, contnode
     )
-    if resolved is None and intersphinx_mapping:
+    if resolved is None and app.config.intersphinx_mapping:
         from sphinx.ext.intersphinx import missing_reference
 
         resolved = missing_reference(app, env, node, contnode)
@@ -260,6 +281,8 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 
+html_css_files = ["custom.css"]
+
 pygments_style = "default"
 
 
@@ -267,3 +290,4 @@ def setup(app):
     """Sphinx hooks of this project."""
     app.connect("missing-reference", _resolve_renamed)
     app.connect("autodoc-skip-member", _skip_member)
+    app.connect("autodoc-before-process-signature", _readable_sentinel_defaults)

@@ -202,7 +202,10 @@ class MMDynamics(BaseModelClass):
 
     @classmethod
     def setup_anndata(cls, *args, **kwargs):
-        """Not supported: MM dynamics needs a MuData; use :meth:`setup_mudata`."""
+        """Not supported: MM dynamics needs a MuData.
+
+        Use :meth:`~mmdyn_sc.MMDynamics.setup_mudata`.
+        """
         raise NotImplementedError("MMDynamics works on MuData; use MMDynamics.setup_mudata.")
 
     @staticmethod
@@ -250,7 +253,7 @@ class MMDynamics(BaseModelClass):
     # ------------------------------------------------------------------ data
     @property
     def label_codes(self) -> np.ndarray:
-        """Integer label of each training-data cell (-1: unlabeled)."""
+        """Integer label of each training-data cell; -1 for unlabeled cells."""
         return self.adata.obs[LABELS_COLUMN].to_numpy().astype(np.int64)
 
     def _align_query(self, mdata: MuData | None) -> MuData:
@@ -484,7 +487,7 @@ class MMDynamics(BaseModelClass):
     # ------------------------------------------------------------------ save / load
     @classmethod
     def load(cls, dir_path: str, mdata: MuData | None = None, **kwargs) -> MMDynamics:
-        """Load a model saved with :meth:`save` onto ``mdata``.
+        """Load a model saved with :meth:`~mmdyn_sc.MMDynamics.save` onto ``mdata``.
 
         ``mdata`` needs the model's modalities and features (matched by name, in any order);
         labels are optional. Raises if features are missing.

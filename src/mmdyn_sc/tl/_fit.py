@@ -107,7 +107,7 @@ def fit(
 
     Returns
     -------
-    The trained model (with ``copy=True``: the annotated copy and the model). Sets:
+    The trained model (with ``copy=True``, the annotated copy and the model). It sets
 
     ``mdata.obs[f"{key_added}_prediction"]``
         Predicted class (categorical).

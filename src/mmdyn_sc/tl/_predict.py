@@ -32,7 +32,7 @@ def predict(
         Query MuData with the model's modalities (and, if the model used them, the same
         layers).
     model
-        A trained model, from :func:`mmdyn_sc.tl.fit` or :meth:`MMDynamics.load`.
+        A trained model, from :func:`mmdyn_sc.tl.fit` or :meth:`~mmdyn_sc.MMDynamics.load`.
     key_added
         Prefix of every key written.
     copy
