@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import lightning.pytorch as pl
 import torch
-from sklearn.metrics import balanced_accuracy_score, f1_score
 
+from .._metrics import classification_metrics
 from ._registry_keys import unpack_batch
 
 
@@ -82,12 +80,9 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         p = torch.cat([c[4] for c in collected])
         metrics[f"{stage}_accuracy"] = float((y == p).float().mean())
         if stage == "validation":
-            y, p = y.cpu().numpy(), p.cpu().numpy()
-            metrics["validation_f1_macro"] = float(f1_score(y, p, average="macro",
-                                                            zero_division=0))
-            with warnings.catch_warnings():  # classes absent from a small validation set
-                warnings.simplefilter("ignore", UserWarning)
-                metrics["validation_balanced_accuracy"] = float(balanced_accuracy_score(y, p))
+            scores = classification_metrics(y.cpu().numpy(), p.cpu().numpy())
+            metrics["validation_f1_macro"] = scores["f1_macro"]
+            metrics["validation_balanced_accuracy"] = scores["balanced_accuracy"]
         self.log_dict(metrics, on_epoch=True, prog_bar=False)
 
     def on_train_epoch_end(self) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from mudata import MuData
-from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from .._keys import SPLIT_CATEGORIES, Key
+from .._metrics import classification_metrics
 from .._utils import history_to_arrays, logger
 from ..model import MMDynamics
 from ..model._inference import InferenceResult
@@ -75,21 +74,6 @@ def true_class_probability(
         tcp = result.modality_proba[m][rows, label_codes[rows]]
         values[rows, m] = np.where(result.present[rows, m], tcp, np.nan)
     return pd.DataFrame(values, index=index, columns=modalities)
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro F1, weighted F1 and balanced accuracy (empty input: no metrics)."""
-    if len(y_true) == 0:
-        return {}
-    with warnings.catch_warnings():  # predicted classes absent from the labels
-        warnings.simplefilter("ignore", UserWarning)
-        balanced = float(balanced_accuracy_score(y_true, y_pred))
-    return {
-        "accuracy": float(np.mean(y_true == y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "f1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "balanced_accuracy": balanced,
-    }
 
 
 def history_arrays(model: MMDynamics) -> dict[str, np.ndarray]:
