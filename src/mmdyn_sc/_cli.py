@@ -63,19 +63,18 @@ def demo(dataset: str, out: Path, max_epochs: int, seed: int) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import numpy as np
 
     from . import pl, tl
+    from ._keys import Key
 
     out.mkdir(parents=True, exist_ok=True)
     train, query, labels_key = _demo_data(dataset, seed)
-    print(f"[mmdyn-sc] fitting on {train.n_obs} cells ({dataset})", file=sys.stderr)
+    _info(f"fitting on {train.n_obs} cells ({dataset})")
     model = tl.fit(train, labels_key, max_epochs=max_epochs, seed=seed)
     tl.predict(query, model)
-    accuracy = float(np.mean(query.obs["mmdyn_prediction"].astype(str)
-                             == query.obs[labels_key].astype(str)))
-    query.write_h5mu(out / "query_annotated.h5mu")
-    train.write_h5mu(out / "train_annotated.h5mu")
+    accuracy = query.uns[Key.uns.params()]["metrics"]["query"]["accuracy"]
+    _write(query, out / "query_annotated.h5mu")
+    _write(train, out / "train_annotated.h5mu")
     first = model.modalities_[0]
     fig = pl.feature_weights(query, first, return_fig=True)
     fig.savefig(out / f"feature_weights_{first}.png", dpi=120, bbox_inches="tight")
