@@ -1,12 +1,14 @@
 """Torch modules of MM dynamics; they know tensors only, no AnnData."""
 
-from ._confidence import TCPConfidenceHead
+from ._confidence import CONFIDENCE_OPTIONS, BoundedConfidenceHead, TCPConfidenceHead
 from ._feature_gate import FeatureGate
 from ._feature_scaler import FeatureScaler
 from ._init import xavier_linear
 from ._mmdynamics import MMDynamicsModule, ModalityBranch
 
 __all__ = [
+    "CONFIDENCE_OPTIONS",
+    "BoundedConfidenceHead",
     "FeatureGate",
     "FeatureScaler",
     "MMDynamicsModule",

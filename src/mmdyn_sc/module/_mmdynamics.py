@@ -8,10 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._confidence import TCPConfidenceHead
+from ._confidence import (
+    TCP_PREDICTING_OPTIONS,
+    check_confidence_option,
+    make_confidence_head,
+    tcp_regression_error,
+    true_class_probability,
+)
+from ._energy import energy_weights
 from ._feature_gate import FeatureGate
 from ._feature_scaler import FeatureScaler
 from ._init import xavier_linear
+from ._modality_dropout import check_modality_dropout, sample_fusion_mask
+from ._pdf import pdf_weights
 
 #: Loss terms and their default weights (all 1, as in the original code).
 DEFAULT_LOSS_WEIGHTS = {"fused": 1.0, "sparsity": 1.0, "confidence": 1.0, "modality": 1.0}
@@ -33,7 +42,14 @@ class ModalityBranch(nn.Module):
     feature_informativeness
         Use the d x d sigmoid gate (FI).
     modality_informativeness
-        Scale the latent by the predicted TCP (MI).
+        Weight the latent by a modality confidence (MI).
+    confidence
+        The confidence estimator with MI, one of :data:`CONFIDENCE_OPTIONS`; decides the
+        head: :class:`TCPConfidenceHead` (``"tcp"``), :class:`BoundedConfidenceHead`
+        (``"tcp_calibrated"``, ``"pdf"``) or none (``"energy"``, or MI off).
+
+    ``forward`` returns ``h`` (n, H), ``gate`` (n, d) or None, ``logits`` (n, C) and
+    ``tcp_hat`` (n,), the head's predicted TCP, or None without a head.
     """
 
     def __init__(
@@ -44,14 +60,18 @@ class ModalityBranch(nn.Module):
         dropout: float,
         feature_informativeness: bool,
         modality_informativeness: bool,
+        confidence: str = "tcp",
     ):
         super().__init__()
+        check_confidence_option(confidence)
         self.scaler = FeatureScaler(n_features)
         self.gate = FeatureGate(n_features) if feature_informativeness else None
         self.encoder = xavier_linear(n_features, n_hidden)
         self.dropout = nn.Dropout(dropout)
         self.classifier = xavier_linear(n_hidden, n_classes)
-        self.confidence = TCPConfidenceHead(n_hidden) if modality_informativeness else None
+        self.confidence = (
+            make_confidence_head(confidence, n_hidden) if modality_informativeness else None
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         x = self.scaler(x)
@@ -60,8 +80,8 @@ class ModalityBranch(nn.Module):
             x = x * gate
         h = self.dropout(F.relu(self.encoder(x)))
         logits = self.classifier(h)
-        confidence = self.confidence(h) if self.confidence is not None else None
-        return {"h": h, "gate": gate, "logits": logits, "confidence": confidence}
+        tcp_hat = self.confidence(h) if self.confidence is not None else None
+        return {"h": h, "gate": gate, "logits": logits, "tcp_hat": tcp_hat}
 
 
 class MMDynamicsModule(nn.Module):
@@ -87,6 +107,24 @@ class MMDynamicsModule(nn.Module):
         (missing keys take :data:`DEFAULT_LOSS_WEIGHTS`).
     class_weights
         Optional weight per class for the cross-entropy terms.
+    confidence
+        How MI weighs each modality's latent, one of :data:`CONFIDENCE_OPTIONS` (ignored
+        without MI):
+
+        - ``"tcp"`` (the original): scaled by ``tcp^ = D h``, an unbounded regression on the
+          modality classifier's true class probability (TCP), target not detached.
+        - ``"tcp_calibrated"``: scaled by ``tcp^ = sigmoid(D h)`` in (0, 1), with ``h`` and the
+          TCP target detached (the confidence loss trains the head only) and the weight
+          detached in the fusion; the target is the TCP of the training-mode (dropout) logits.
+        - ``"energy"`` (QMF): scaled by ``softmax_m(-E_m)`` over the cell's available
+          modalities, ``E_m = -logsumexp(logits_m)``, detached; no head, no confidence loss.
+        - ``"pdf"`` (Predictive Dynamic Fusion): scaled by ``softmax_m(RC_m (mono_m + holo_m))``
+          over the cell's available modalities, detached; ``mono_m`` is a sigmoid head
+          predicting the detached TCP (L1 loss), relative calibration ``RC`` in eval only.
+    modality_dropout
+        In training mode, probability of hiding each present modality of a cell from the
+        fusion (weight and latent 0, as if absent), never all of a cell's present
+        modalities. The modality's own losses still count it. 0 draws no random numbers.
     """
 
     def __init__(
@@ -99,8 +137,12 @@ class MMDynamicsModule(nn.Module):
         modality_informativeness: bool = True,
         loss_weights: Mapping[str, float] | None = None,
         class_weights: Sequence[float] | None = None,
+        confidence: str = "tcp",
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
+        self.confidence = check_confidence_option(confidence)
+        self.modality_dropout = check_modality_dropout(modality_dropout)
         if len(n_features) != len(n_hidden):
             raise ValueError("n_features and n_hidden need one entry per modality.")
         unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
@@ -114,7 +156,7 @@ class MMDynamicsModule(nn.Module):
         self.modality_informativeness = modality_informativeness
         self.branches = nn.ModuleList(
             ModalityBranch(d, h, n_classes, dropout, feature_informativeness,
-                           modality_informativeness)
+                           modality_informativeness, confidence)
             for d, h in zip(n_features, n_hidden, strict=True)
         )
         self.fused_classifier = xavier_linear(sum(n_hidden), n_classes)
@@ -126,6 +168,73 @@ class MMDynamicsModule(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def predicts_tcp(self) -> bool:
+        """Whether ``forward`` returns a predicted TCP per modality (``tcp_hat``)."""
+        return self.modality_informativeness and self.confidence in TCP_PREDICTING_OPTIONS
+
+    def fusion_mask(self, present: torch.Tensor) -> torch.Tensor:
+        """The modalities each cell fuses, (n, M): ``present`` less modality dropout.
+
+        Dropout applies in training mode with ``modality_dropout > 0`` only; otherwise
+        ``present`` is returned as is and no random number is drawn.
+        """
+        if self.training and self.modality_dropout > 0:
+            return sample_fusion_mask(present, self.modality_dropout)
+        return present
+
+    def modality_weights(
+        self,
+        tcp_hats: list[torch.Tensor | None],
+        modality_logits: list[torch.Tensor],
+        present: torch.Tensor,
+        kept: torch.Tensor,
+    ) -> tuple[list[torch.Tensor] | list[None], torch.Tensor]:
+        """Per-modality confidence and fusion weights.
+
+        Parameters
+        ----------
+        tcp_hats
+            Predicted TCP (n,) per modality, or None.
+        modality_logits
+            Classifier logits (n, C) per modality.
+        present
+            (n, M) true presence.
+        kept
+            (n, M) :meth:`fusion_mask`: present and not dropped.
+
+        Returns
+        -------
+        ``confidence``: per modality (n,), the weight before masking (for ``"energy"`` and
+        ``"pdf"``: normalised over the modalities the cell has, ignoring modality dropout),
+        or Nones without MI; ``weights`` (n, M): the factor each latent is scaled by, 0 where
+        absent or dropped.
+        """
+        n_modalities = len(modality_logits)
+        if not self.modality_informativeness:
+            return [None] * n_modalities, kept
+        if self.confidence == "tcp":
+            return tcp_hats, torch.stack(tcp_hats, dim=1) * kept
+        if self.confidence == "tcp_calibrated":
+            return tcp_hats, torch.stack(tcp_hats, dim=1).detach() * kept
+        normalised = self._normalised_weights(tcp_hats, modality_logits, present)
+        if kept is present:  # no modality dropout: the fused set is the present set
+            return list(normalised.unbind(dim=1)), normalised
+        weights = self._normalised_weights(tcp_hats, modality_logits, kept)
+        return list(normalised.unbind(dim=1)), weights
+
+    def _normalised_weights(
+        self,
+        tcp_hats: list[torch.Tensor | None],
+        modality_logits: list[torch.Tensor],
+        available: torch.Tensor,
+    ) -> torch.Tensor:
+        """Energy or PDF weights normalised over the ``available`` modalities, (n, M)."""
+        if self.confidence == "energy":
+            return energy_weights(modality_logits, available)
+        mono = torch.stack(tcp_hats, dim=1)
+        return pdf_weights(mono, modality_logits, available, calibrate=not self.training)
 
     def forward(
         self, xs: Sequence[torch.Tensor], present: torch.Tensor
@@ -143,28 +252,30 @@ class MMDynamicsModule(nn.Module):
         Returns
         -------
         ``fused_logits`` (n, C); ``latent`` (n, sum H); ``weights`` (n, M), the factor each
-        modality's latent was scaled by (predicted TCP with MI, else 1; 0 where absent); per
-        modality lists ``modality_logits`` (n, C), ``gates`` (n, d_m) or None, and
-        ``confidence`` (n,) or None.
+        modality's latent was scaled by (the confidence with MI, else 1; 0 where absent or,
+        in training, dropped by modality dropout); per modality lists ``modality_logits``
+        (n, C), ``gates`` (n, d_m) or None, ``confidence`` (n,) or None (the per-cell
+        modality confidence: the weight before masking, see :meth:`modality_weights`) and
+        ``tcp_hat`` (n,) or None (the predicted TCP, for options that predict it).
         """
         present = present.to(xs[0].dtype)
-        latents, weights, outputs = [], [], []
-        for m, (branch, x) in enumerate(zip(self.branches, xs, strict=True)):
-            out = branch(x)
-            mask = present[:, m]
-            weight = out["confidence"] if out["confidence"] is not None else torch.ones_like(mask)
-            weight = weight * mask
-            latents.append(out["h"] * weight.unsqueeze(-1))
-            weights.append(weight)
-            outputs.append(out)
-        latent = torch.cat(latents, dim=1)
+        outputs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
+        tcp_hats = [o["tcp_hat"] for o in outputs]
+        modality_logits = [o["logits"] for o in outputs]
+        confidence, weights = self.modality_weights(
+            tcp_hats, modality_logits, present, self.fusion_mask(present)
+        )
+        latent = torch.cat(
+            [o["h"] * weights[:, m].unsqueeze(-1) for m, o in enumerate(outputs)], dim=1
+        )
         return {
             "fused_logits": self.fused_classifier(latent),
             "latent": latent,
-            "weights": torch.stack(weights, dim=1),
-            "modality_logits": [o["logits"] for o in outputs],
+            "weights": weights,
+            "modality_logits": modality_logits,
             "gates": [o["gate"] for o in outputs],
-            "confidence": [o["confidence"] for o in outputs],
+            "confidence": confidence,
+            "tcp_hat": tcp_hats,
         }
 
     def loss(
@@ -172,9 +283,12 @@ class MMDynamicsModule(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The MM dynamics loss on labelled cells.
 
-        ``fused * CE(fused) + sum_m [sparsity * mean(w_m) + confidence * MSE(tcp^_m, TCP_m)
+        ``fused * CE(fused) + sum_m [sparsity * mean(w_m) + confidence * err(tcp^_m, TCP_m)
         + modality * CE(logits_m)]``, each modality term averaged over the cells that have the
-        modality. As in the original code, the TCP target is not detached.
+        modality (modality dropout does not change these terms). ``err`` is the squared error
+        with a non-detached TCP for ``"tcp"`` (as in the original code), the squared error with
+        a detached TCP for ``"tcp_calibrated"``, the absolute error with a detached TCP for
+        ``"pdf"``, and absent (0) for ``"energy"`` or without MI.
 
         Returns
         -------
@@ -199,10 +313,11 @@ class MMDynamicsModule(nn.Module):
             gate = outputs["gates"][m]
             if gate is not None:
                 sparsity = sparsity + (gate.mean(dim=1) * mask).sum() / n_present
-            tcp_hat = outputs["confidence"][m]
+            tcp_hat = outputs["tcp_hat"][m]
             if tcp_hat is not None:
-                tcp = torch.gather(F.softmax(logits, dim=1), 1, y.unsqueeze(1)).squeeze(1)
-                confidence = confidence + (((tcp_hat - tcp) ** 2) * mask).sum() / n_present
+                tcp = true_class_probability(logits, y)
+                error = tcp_regression_error(self.confidence, tcp_hat, tcp)
+                confidence = confidence + (error * mask).sum() / n_present
         total = (
             w["fused"] * fused
             + w["sparsity"] * sparsity
