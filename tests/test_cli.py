@@ -34,9 +34,21 @@ def test_demo_bad_input(tmp_path):
 # of imports each); the checks that stop before any work call ``main`` in-process.
 
 
+def _same_threads_env() -> dict:
+    """Environment for a child process that uses as many torch threads as this one.
+
+    Float sums, hence bit-identity, depend on how many threads share them.
+    """
+    import os
+
+    import torch
+
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mmdyn_sc", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=_same_threads_env())
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +172,84 @@ def test_subcommand_help(capsys):
         assert f"usage: mmdyn-sc {command}" in text
         for option in options:
             assert option in text, (command, option)
+
+
+# ---------------------------------------------------------------------------- reproducibility
+def _fit_in_process(path, **options):
+    import mmdyn_sc as ms
+
+    mdata = md.read_h5mu(path)
+    model = ms.tl.fit(mdata, "cell_type", modalities=["rna", "prot"],
+                      layers={"rna": "mmdyn_prepared", "prot": "mmdyn_prepared"},
+                      enable_progress_bar=False, **options)
+    return mdata, model
+
+
+def test_fit_is_bit_identical_across_processes(fitted, donor_files):
+    """The CLI's fit (another process) and an in-process fit: the same weights, bit for bit."""
+    import torch
+
+    from mmdyn_sc import MMDynamics
+
+    done, model_dir, out = fitted
+    assert done.returncode == 0, done.stderr[-3000:]
+    mdata, model = _fit_in_process(donor_files["s1d1"], max_epochs=3, seed=1)
+    other = MMDynamics.load(str(model_dir), mdata).module.state_dict()
+    mine = model.module.state_dict()
+    assert mine.keys() == other.keys()
+    unequal = [k for k in mine if not torch.equal(mine[k], other[k])]
+    assert not unequal, unequal
+    annotated = md.read_h5mu(out)
+    np.testing.assert_array_equal(annotated.obsm["mmdyn_proba"].to_numpy(),
+                                  mdata.obsm["mmdyn_proba"].to_numpy())
+
+
+def test_killed_fit_resumes_to_the_uninterrupted_result(donor_files, tmp_path):
+    """``mmdyn-sc fit --checkpoint-dir`` killed mid-training, then resumed: same predictions."""
+    import signal
+    import time
+
+    import torch
+
+    checkpoints = tmp_path / "checkpoints"
+    command = [sys.executable, "-m", "mmdyn_sc", "fit", str(donor_files["s1d1"]),
+               "--labels", "cell_type", "--modalities", "rna", "prot",
+               "--layers", "rna=mmdyn_prepared", "prot=mmdyn_prepared", "--seed", "2",
+               "--max-epochs", "400", "--checkpoint-dir", str(checkpoints),
+               "--checkpoint-every", "2", "--model-dir", str(tmp_path / "model"),
+               "--out", str(tmp_path / "out.h5mu")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=_same_threads_env())
+    deadline = time.monotonic() + 300
+    try:
+        while not (checkpoints / "epoch0005.ckpt").exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "out.h5mu").exists()
+    saved_epoch = torch.load(checkpoints / "last.ckpt", map_location="cpu",
+                             weights_only=False)["epoch"]
+    assert saved_epoch >= 3  # last.ckpt is written just after epoch0005.ckpt
+
+    options = {"max_epochs": 400, "seed": 2, "checkpoint_dir": str(checkpoints)}
+    resumed, resumed_model = _fit_in_process(donor_files["s1d1"], resume=True,
+                                             checkpoint_every_n_epochs=2, **options)
+    options.pop("checkpoint_dir")
+    reference, reference_model = _fit_in_process(donor_files["s1d1"], **options)
+    np.testing.assert_array_equal(resumed.obsm["mmdyn_proba"].to_numpy(),
+                                  reference.obsm["mmdyn_proba"].to_numpy())
+    # The history was carried through the checkpoint: every epoch, the same values.
+    for name, values in reference.uns["mmdyn"]["history"].items():
+        np.testing.assert_allclose(resumed.uns["mmdyn"]["history"][name], values, rtol=1e-6,
+                                   err_msg=name)
+    # Resuming a fit with other settings is refused, naming what differs.
+    import pytest
+
+    with pytest.raises(ValueError, match="seed"):
+        _fit_in_process(donor_files["s1d1"], resume=True, max_epochs=400, seed=3,
+                        checkpoint_dir=str(checkpoints), checkpoint_every_n_epochs=2)

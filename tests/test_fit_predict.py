@@ -6,6 +6,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import sparse
 
 import mmdyn_sc as ms
@@ -179,9 +180,14 @@ def test_unpaired_modalities(bmmc, fast):
 
 def test_same_seed_same_predictions(bmmc_donors, fast):
     train, query = bmmc_donors
-    first = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast).predict(query, soft=True)
-    second = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast).predict(query, soft=True)
-    pd.testing.assert_frame_equal(first, second)
+    model_1 = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast)
+    model_2 = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast)
+    first, second = model_1.predict(query, soft=True), model_2.predict(query, soft=True)
+    # Bit-identical: weights and predictions, not just close.
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+    state_1, state_2 = model_1.module.state_dict(), model_2.module.state_dict()
+    assert state_1.keys() == state_2.keys()
+    assert all(torch.equal(state_1[k], state_2[k]) for k in state_1)
     other = ms.tl.fit(train.copy(), "cell_type", seed=4, **fast).predict(query, soft=True)
     assert not np.allclose(first.to_numpy(), other.to_numpy())
 
@@ -225,3 +231,47 @@ def test_model_api(bmmc_donors):
     assert weights["prot"].shape == (train["prot"].n_vars, len(model.classes_))
     labels = model.predict()
     assert labels.index.equals(train.obs_names)
+
+
+def _assert_same_uns(a, b, path="uns"):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (path, sorted(a), sorted(b))
+        for k in a:
+            _assert_same_uns(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, obj=path)
+    else:
+        a_arr, b_arr = np.asarray(a), np.asarray(b)
+        assert a_arr.shape == b_arr.shape, path
+        if a_arr.dtype.kind in "fc":
+            np.testing.assert_array_equal(a_arr, b_arr, err_msg=path)
+            assert a_arr.dtype == b_arr.dtype, (path, a_arr.dtype, b_arr.dtype)
+        else:
+            assert a_arr.astype(str).tolist() == b_arr.astype(str).tolist(), path
+
+
+def test_everything_written_survives_h5mu(bmmc_donors, tmp_path, fast):
+    """Every key tl.fit and tl.predict write, read back from .h5mu: values, dtypes, categories."""
+    train, query = bmmc_donors
+    model = ms.tl.fit(train, "cell_type", **fast)
+    ms.tl.predict(query, model, key_added="query")
+    for mdata, key in ((train, "mmdyn"), (query, "query")):
+        path = tmp_path / f"{key}.h5mu"
+        with mudata_options():
+            mdata.write_h5mu(path)
+        back = md.read_h5mu(path)
+        for column in (Key.obs.prediction(key), Key.obs.split(key)):
+            pd.testing.assert_series_equal(back.obs[column], mdata.obs[column], obj=column)
+            assert isinstance(back.obs[column].dtype, pd.CategoricalDtype)
+        for name in (Key.obsm.proba(key), Key.obsm.confidence(key), Key.obsm.tcp_true(key)):
+            assert isinstance(back.obsm[name], pd.DataFrame), name
+            pd.testing.assert_frame_equal(back.obsm[name], mdata.obsm[name], obj=name)
+        latent = Key.obsm.latent(key)
+        np.testing.assert_array_equal(back.obsm[latent], mdata.obsm[latent])
+        assert back.obsm[latent].dtype == mdata.obsm[latent].dtype
+        for mod in model.modalities_:
+            name = Key.varm.feature_weights(key)
+            pd.testing.assert_frame_equal(back[mod].varm[name], mdata[mod].varm[name], obj=name)
+            column = Key.var.informativeness(key)
+            pd.testing.assert_series_equal(back[mod].var[column], mdata[mod].var[column])
+        _assert_same_uns(mdata.uns[key], back.uns[key], f"uns[{key!r}]")

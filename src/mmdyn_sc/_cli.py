@@ -164,6 +164,10 @@ def fit_command(args: argparse.Namespace) -> int:
         raise CLIError(f"--model-dir {args.model_dir} exists and is not a folder")
     if args.max_epochs is not None and args.max_epochs < 1:
         raise CLIError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
+    if args.checkpoint_every is not None and args.checkpoint_dir is None:
+        raise CLIError("--checkpoint-every needs --checkpoint-dir")
+    if args.resume and args.checkpoint_dir is None:
+        raise CLIError("--resume needs --checkpoint-dir")
     layers = dict(args.layers) if args.layers else None
     mdata = _read(args.input)
 
@@ -171,6 +175,9 @@ def fit_command(args: argparse.Namespace) -> int:
     from ._keys import Key
 
     options = {"max_epochs": args.max_epochs} if args.max_epochs is not None else {}
+    if args.checkpoint_dir is not None:
+        options.update(checkpoint_dir=str(args.checkpoint_dir), resume=args.resume,
+                       checkpoint_every_n_epochs=args.checkpoint_every or 10)
     _info(f"fitting on {mdata.n_obs} cells (labels {args.labels!r}, recipe {args.recipe})")
     model = tl.fit(mdata, args.labels, modalities=args.modalities, layers=layers,
                    key_added=args.key_added, recipe=args.recipe, seed=args.seed,
@@ -280,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--seed", type=int, default=0, metavar="S",
                        help="seed of weights, train/validation split, minibatches and dropout "
                        "(default: %(default)s)")
+    p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
+                       help="write a training checkpoint (last.ckpt) into DIR every "
+                       "--checkpoint-every epochs")
+    p_fit.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help="epochs between checkpoints (default: 10)")
+    p_fit.add_argument("--resume", action="store_true",
+                       help="continue an interrupted fit from DIR/last.ckpt if it exists "
+                       "(same input and options; the result equals an uninterrupted fit)")
     p_fit.add_argument("--progress", action="store_true",
                        help="show the Lightning progress bar and device messages")
     p_fit.set_defaults(handler=fit_command)

@@ -49,6 +49,11 @@ class Key:
             return f"{key}_confidence"
 
         @staticmethod
+        def tcp_predicted(key: str = DEFAULT_KEY) -> str:
+            """Predicted TCP of each modality (cells x modalities), for options predicting it."""
+            return f"{key}_tcp_predicted"
+
+        @staticmethod
         def tcp_true(key: str = DEFAULT_KEY) -> str:
             """True class probability of each modality's classifier (cells x modalities)."""
             return f"{key}_tcp_true"

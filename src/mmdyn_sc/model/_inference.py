@@ -21,8 +21,13 @@ class InferenceResult:
     modality_proba
         Per modality, the modality classifier's probabilities (n, C).
     weights
-        Weight each modality's latent was scaled by (n, M): predicted TCP with MI, else 1;
+        Weight each modality's latent was scaled by (n, M): the confidence with MI, else 1;
         0 where the cell lacks the modality.
+    confidence
+        Per-cell modality confidence (n, M) as the model's ``confidence`` option defines
+        it (the weight before masking by presence); 1 without MI.
+    tcp_hat
+        Predicted true class probability (n, M) for options that predict it, else ``None``.
     present
         (n, M) boolean presence mask.
     latent
@@ -37,10 +42,20 @@ class InferenceResult:
     proba: np.ndarray
     modality_proba: list[np.ndarray]
     weights: np.ndarray
+    confidence: np.ndarray
+    tcp_hat: np.ndarray | None
     present: np.ndarray
     latent: np.ndarray
     gate_sums: list[np.ndarray | None]
     gate_counts: list[np.ndarray]
+
+
+def _stack(values, n_cells: int, fill: float | None) -> np.ndarray | None:
+    """Per-modality (n,) tensors as an (n, M) array; ``fill`` where a modality has none."""
+    if values is None or all(v is None for v in values):
+        return None if fill is None else np.full((n_cells, len(values or [])), fill)
+    return np.stack([np.full(n_cells, np.nan if fill is None else fill) if v is None
+                     else v.float().cpu().numpy() for v in values], axis=1)
 
 
 @torch.inference_mode()
@@ -53,7 +68,7 @@ def run_inference(module, loader, n_modalities: int, n_classes: int) -> Inferenc
     was_training = module.training
     module.eval()
     device = module.device
-    proba, weights, present_all, latent = [], [], [], []
+    proba, weights, present_all, latent, confidence, tcp_hat = [], [], [], [], [], []
     modality_proba = [[] for _ in range(n_modalities)]
     gate_sums: list[np.ndarray | None] = [None] * n_modalities
     gate_counts = [np.zeros(n_classes) for _ in range(n_modalities)]
@@ -75,6 +90,8 @@ def run_inference(module, loader, n_modalities: int, n_classes: int) -> Inferenc
                 gate_sums[m] = sums if gate_sums[m] is None else gate_sums[m] + sums
         proba.append(p.cpu().numpy())
         weights.append(out["weights"].cpu().numpy())
+        confidence.append(_stack(out["confidence"], p.shape[0], fill=1.0))
+        tcp_hat.append(_stack(out.get("tcp_hat"), p.shape[0], fill=None))
         present_all.append(present.cpu().numpy() > 0)
         latent.append(out["latent"].cpu().numpy())
     module.train(was_training)
@@ -82,6 +99,8 @@ def run_inference(module, loader, n_modalities: int, n_classes: int) -> Inferenc
         proba=np.concatenate(proba),
         modality_proba=[np.concatenate(mp) for mp in modality_proba],
         weights=np.concatenate(weights),
+        confidence=np.concatenate(confidence),
+        tcp_hat=None if tcp_hat[0] is None else np.concatenate(tcp_hat),
         present=np.concatenate(present_all),
         latent=np.concatenate(latent),
         gate_sums=gate_sums,

@@ -15,14 +15,17 @@ from scvi.data import AnnDataManager, fields
 from scvi.data._constants import _SCVI_UUID_KEY
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
+from scvi.model.base._save_load import _load_saved_files
 
 from .._data import LABELS_COLUMN, AlignedData, align_mudata, presence_column
 from .._utils import logger
 from ..module import MMDynamicsModule
 from . import _registry_keys as rk
+from ._checkpoint import MMDynamicsTrainRunner, checkpoint_callbacks, last_checkpoint
 from ._feature_scaling import fit_scaling
+from ._fingerprint import run_fingerprint
 from ._inference import InferenceResult, run_inference
+from ._load_check import compare_with_saved_setup, mismatch_error, state_dict_error
 from ._setup import resolve_setup
 from ._split import stratified_split
 from ._training_plan import MMDynamicsTrainingPlan
@@ -68,6 +71,14 @@ class MMDynamics(BaseModelClass):
     loss_weights
         Weights of the loss terms ``fused``, ``sparsity``, ``confidence``, ``modality``
         (default 1 each, as in the original).
+    confidence
+        How MI weighs each modality per cell (see :class:`~mmdyn_sc.module.MMDynamicsModule`):
+        ``"tcp"`` (the original unbounded TCP regression), ``"tcp_calibrated"`` (bounded,
+        detached target and input), ``"energy"`` (QMF energy score) or ``"pdf"``
+        (Predictive Dynamic Fusion).
+    modality_dropout
+        Probability of hiding each of a cell's modalities from the fusion during training
+        (never all), so that the model predicts well when a modality is absent.
 
     Examples
     --------
@@ -80,7 +91,7 @@ class MMDynamics(BaseModelClass):
     _module_cls = MMDynamicsModule
     _data_splitter_cls = DataSplitter
     _training_plan_cls = MMDynamicsTrainingPlan
-    _train_runner_cls = TrainRunner
+    _train_runner_cls = MMDynamicsTrainRunner
 
     #: Private aligned copies made by :meth:`setup_mudata`, keyed by ``id(mdata)``.
     _aligned_store: dict[int, tuple[weakref.ref, AlignedData]] = {}
@@ -95,6 +106,8 @@ class MMDynamics(BaseModelClass):
         feature_scaling: str | None = None,
         class_weights: str | None = None,
         loss_weights: Mapping[str, float] | None = None,
+        confidence: str = "tcp",
+        modality_dropout: float = 0.0,
     ):
         aligned = self._aligned_for(mdata)
         super().__init__(aligned.mdata)
@@ -120,13 +133,16 @@ class MMDynamics(BaseModelClass):
             feature_informativeness=feature_informativeness,
             modality_informativeness=modality_informativeness,
             loss_weights=loss_weights,
+            confidence=confidence,
+            modality_dropout=modality_dropout,
         )
         self.module.on_load = lambda model, **kwargs: None  # scvi-tools' load hook
         self._present = aligned.present
         self._model_summary_string = (
             f"MMDynamics: modalities {self.modalities_}, {len(self.classes_)} classes, "
             f"hidden {[hidden[m] for m in self.modalities_]}, FI={feature_informativeness}, "
-            f"MI={modality_informativeness}"
+            f"MI={modality_informativeness}, confidence={confidence!r}, "
+            f"modality_dropout={modality_dropout}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -292,6 +308,9 @@ class MMDynamics(BaseModelClass):
         seed: int | None = 0,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        checkpoint_dir: str | None = None,
+        checkpoint_every_n_epochs: int = 10,
+        resume: bool = False,
         datasplitter_kwargs: dict | None = None,
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
@@ -322,6 +341,17 @@ class MMDynamics(BaseModelClass):
             Seeds the split, minibatch order and dropout (``None``: leave the global state).
         accelerator, devices
             Passed to Lightning.
+        checkpoint_dir
+            Directory for Lightning checkpoints (``last.ckpt`` and the latest
+            ``epochNNNN.ckpt``), written every ``checkpoint_every_n_epochs`` epochs. A
+            checkpoint holds the weights, optimizer, learning-rate schedule, early-stopping
+            state, random-number states and the history so far.
+        checkpoint_every_n_epochs
+            Epochs between checkpoints.
+        resume
+            Continue from ``checkpoint_dir/last.ckpt`` when it exists (else start afresh): the
+            fit ends exactly as an uninterrupted one with the same data and settings would. A
+            checkpoint written with other settings or data raises ``ValueError``.
         datasplitter_kwargs, plan_kwargs
             Extra arguments for :class:`~scvi.dataloaders.DataSplitter` and
             :class:`~mmdyn_sc.model.MMDynamicsTrainingPlan`.
@@ -359,6 +389,14 @@ class MMDynamics(BaseModelClass):
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         else:
             trainer_kwargs.setdefault("limit_val_batches", 0)
+        train_params = {
+            "max_epochs": int(max_epochs), "lr": lr, "weight_decay": weight_decay,
+            "lr_step_size": lr_step_size, "lr_gamma": lr_gamma, "batch_size": int(batch_size),
+            "train_size": train_size, "early_stopping": early_stopping,
+            "early_stopping_patience": early_stopping_patience, "seed": seed,
+        }
+        self._add_checkpointing(trainer_kwargs, checkpoint_dir, checkpoint_every_n_epochs,
+                                resume, train_idx, val_idx, train_params)
         data_splitter = self._data_splitter_cls(
             self.adata_manager,
             # scvi-tools wants every cell in one of the sets: unlabeled cells form the
@@ -376,18 +414,32 @@ class MMDynamics(BaseModelClass):
             accelerator=accelerator, devices=devices, **trainer_kwargs,
         )
         with warnings.catch_warnings():
+            if resume:  # the directory holds the checkpoints being resumed
+                warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*Last batch will have a small size.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             runner()
         self.train_indices = np.asarray(train_idx)
         self.validation_indices = np.asarray(val_idx)
-        self.train_params_ = {
-            "max_epochs": int(max_epochs), "lr": lr, "weight_decay": weight_decay,
-            "lr_step_size": lr_step_size, "lr_gamma": lr_gamma, "batch_size": int(batch_size),
-            "train_size": train_size, "early_stopping": early_stopping,
-            "early_stopping_patience": early_stopping_patience, "seed": seed,
-        }
+        self.train_params_ = train_params
+
+    def _add_checkpointing(self, trainer_kwargs, checkpoint_dir, every_n_epochs, resume,
+                           train_idx, val_idx, train_params) -> None:
+        """Add checkpoint callbacks (and the checkpoint to resume from) to ``trainer_kwargs``."""
+        if checkpoint_dir is None:
+            if resume:
+                raise ValueError("resume=True needs the checkpoint_dir to resume from.")
+            return
+        fingerprint = run_fingerprint(self, train_idx, val_idx, train_params)
+        trainer_kwargs["extra_callbacks"] = checkpoint_callbacks(checkpoint_dir, every_n_epochs,
+                                                                 fingerprint)
+        last = last_checkpoint(checkpoint_dir) if resume else None
+        if last is not None:
+            logger.info("resuming from %s", last)
+            trainer_kwargs["ckpt_path"] = str(last)
+        elif resume:
+            logger.info("no checkpoint in %s yet: training from the start", checkpoint_dir)
 
     def _fit_preprocessing(self, train_idx: np.ndarray) -> None:
         """Fit feature scaling and class weights on the training cells."""
@@ -439,16 +491,25 @@ class MMDynamics(BaseModelClass):
     def get_modality_confidence(
         self, mdata: MuData | None = None, batch_size: int = 1024
     ) -> pd.DataFrame:
-        """Weight the model gave each modality per cell (predicted TCP with MI, else 1).
+        """Confidence the model gave each modality per cell; NaN where the cell lacks it.
 
-        NaN where the cell lacks the modality.
+        Its meaning depends on ``confidence``: the predicted TCP for ``"tcp"`` and
+        ``"tcp_calibrated"``, the normalised fusion weight for ``"energy"`` and ``"pdf"``;
+        1 without MI.
         """
         result = self.infer(mdata, batch_size)
         return self.confidence_frame(result, self._obs_names(mdata))
 
     def confidence_frame(self, result: InferenceResult, index: pd.Index) -> pd.DataFrame:
-        """Modality weights of ``result`` as a DataFrame (NaN where absent)."""
-        values = np.where(result.present, result.weights, np.nan)
+        """Per-cell modality confidence of ``result`` as a DataFrame (NaN where absent)."""
+        values = np.where(result.present, result.confidence, np.nan)
+        return pd.DataFrame(values, index=index, columns=self.modalities_)
+
+    def predicted_tcp_frame(self, result: InferenceResult, index: pd.Index) -> pd.DataFrame | None:
+        """Predicted TCP per cell and modality (NaN where absent); ``None`` if not predicted."""
+        if result.tcp_hat is None:
+            return None
+        values = np.where(result.present, result.tcp_hat, np.nan)
         return pd.DataFrame(values, index=index, columns=self.modalities_)
 
     def get_feature_weights(
@@ -489,16 +550,30 @@ class MMDynamics(BaseModelClass):
     def load(cls, dir_path: str, mdata: MuData | None = None, **kwargs) -> MMDynamics:
         """Load a model saved with :meth:`~mmdyn_sc.MMDynamics.save` onto ``mdata``.
 
-        ``mdata`` needs the model's modalities and features (matched by name, in any order);
-        labels are optional. Raises if features are missing.
+        ``mdata`` needs the model's modalities, layers and features (features are matched
+        by name, in any order; extra features are ignored); labels are optional. If anything
+        is missing, one ``ValueError`` lists every difference; a model whose weights this
+        version cannot read raises ``ValueError`` naming the version that saved it.
         """
         if mdata is None:
             raise ValueError("MMDynamics.load needs the MuData to predict on (mdata=...).")
+        attr_dict, _, _, _ = _load_saved_files(str(dir_path), load_adata=False,
+                                               map_location="cpu")
+        saved = attr_dict.get("mmdyn_sc_version_")
+        problems, notes = compare_with_saved_setup(attr_dict["registry_"]["setup_args"], mdata)
+        if problems:
+            raise mismatch_error(dir_path, problems)
+        for note in notes:
+            logger.info(note)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*var_names.*does not match.*")
             warnings.filterwarnings("ignore", message=".*mod_names is deprecated.*")
-            model = super().load(dir_path, adata=mdata, **kwargs)
-        saved = getattr(model, "mmdyn_sc_version_", None)
+            try:
+                model = super().load(dir_path, adata=mdata, **kwargs)
+            except RuntimeError as err:
+                if "state_dict" not in str(err):
+                    raise
+                raise state_dict_error(dir_path, saved, _package_version(), err) from None
         if saved != _package_version():
             logger.warning("model saved with mmdyn_sc %s, loaded with %s", saved,
                            _package_version())

@@ -7,14 +7,8 @@ from matplotlib.axes import Axes
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
+from .._metrics import relative_tcp_error, spearman
 from ._utils import finish, modality_colors, new_panels, obs_column, obsm_frame
-
-
-def relative_tcp_error(predicted: np.ndarray, true: np.ndarray) -> float:
-    """``mean |predicted - true| / mean true`` over the pairs where both are finite."""
-    predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
-    both = np.isfinite(predicted) & np.isfinite(true)
-    return float(np.mean(np.abs(predicted[both] - true[both])) / np.mean(true[both]))
 
 
 def tcp_calibration(
@@ -30,12 +24,14 @@ def tcp_calibration(
     """Predicted vs true class probability (TCP) of each modality's classifier.
 
     The confidence network of MM dynamics learns to predict, for each cell, the TCP of each
-    modality's own classifier; that prediction is the modality's weight in the fusion. This
-    plot puts the prediction, ``mdata.obsm[f"{key}_confidence"]``, against the truth,
-    ``mdata.obsm[f"{key}_tcp_true"]`` (labelled cells only), for the cells whose
+    modality's own classifier. This plot puts the prediction,
+    ``mdata.obsm[f"{key}_tcp_predicted"]`` (or, for fits that predict no TCP such as
+    ``confidence="energy"``, the confidence ``mdata.obsm[f"{key}_confidence"]``), against the
+    truth, ``mdata.obsm[f"{key}_tcp_true"]`` (labelled cells only), for the cells whose
     ``mdata.obs[f"{key}_split"]`` equals ``split``; one panel per modality with the diagonal
-    y = x and the relative error ``mean |predicted - true| / mean true`` in the title. Without
-    modality informativeness the confidence is 1 and the plot shows nothing useful.
+    y = x, the relative error ``mean |predicted - true| / mean true`` (predicted TCP only)
+    and the Spearman correlation in the title. Without modality informativeness the
+    confidence is 1 and the plot shows nothing useful.
 
     Parameters
     ----------
@@ -59,14 +55,16 @@ def tcp_calibration(
     The Axes, a list of Axes with several panels, or the Figure with ``return_fig=True``;
     nothing if shown.
     """
-    predicted = obsm_frame(mdata, Key.obsm.confidence(key), key)
+    predicts_tcp = Key.obsm.tcp_predicted(key) in mdata.obsm
+    source = Key.obsm.tcp_predicted(key) if predicts_tcp else Key.obsm.confidence(key)
+    predicted = obsm_frame(mdata, source, key)
     true = obsm_frame(mdata, Key.obsm.tcp_true(key), key)
     modalities = [str(c) for c in predicted.columns]
     colors = modality_colors(modalities)
     if modality is not None:
         if modality not in modalities:
             raise KeyError(
-                f"Modality {modality!r} not in mdata.obsm[{Key.obsm.confidence(key)!r}] "
+                f"Modality {modality!r} not in mdata.obsm[{source!r}] "
                 f"(modalities: {modalities})."
             )
         modalities = [modality]
@@ -105,8 +103,9 @@ def tcp_calibration(
         panel.set_ylim(lo, hi)
         panel.set_aspect("equal")
         panel.set_xlabel("true TCP")
-        panel.set_ylabel("predicted TCP (confidence)")
-        error = relative_tcp_error(y, x)
-        panel.set_title(f"{mod}: relative error {error:.3f}\n{len(x)} {split or 'labelled'} cells")
+        panel.set_ylabel("predicted TCP" if predicts_tcp else "confidence (predicts no TCP)")
+        error = f"relative error {relative_tcp_error(y, x):.3f}, " if predicts_tcp else ""
+        panel.set_title(f"{mod}: {error}Spearman {spearman(x, y):.2f}\n"
+                        f"{len(x)} {split or 'labelled'} cells")
         panel.legend(frameon=False, loc="upper left")
     return finish(fig, axes[0] if len(axes) == 1 else axes, show, return_fig)

@@ -57,6 +57,8 @@ def fit(
     dropout: float = _UNSET,
     feature_scaling: str | None = _UNSET,
     class_weights: str | None = _UNSET,
+    confidence: str = _UNSET,
+    modality_dropout: float = _UNSET,
     loss_weights: Mapping[str, float] | None = None,
     max_epochs: int = _UNSET,
     lr: float = _UNSET,
@@ -66,6 +68,9 @@ def fit(
     train_size: float = _UNSET,
     early_stopping: bool = _UNSET,
     seed: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every_n_epochs: int = 10,
+    resume: bool = False,
     **train_kwargs,
 ) -> MMDynamics | tuple[MuData, MMDynamics]:
     """Train MM dynamics on ``mdata`` and write predictions, confidences and feature weights.
@@ -96,11 +101,26 @@ def fit(
         The FI and MI switches; both off is MM static.
     n_hidden, dropout, feature_scaling, class_weights, loss_weights
         Model options, see :class:`~mmdyn_sc.MMDynamics`.
+    confidence
+        How MI weighs each modality per cell: ``"tcp"`` (the original), ``"tcp_calibrated"``,
+        ``"energy"`` or ``"pdf"``; see :class:`~mmdyn_sc.MMDynamics`.
+    modality_dropout
+        Probability of hiding each of a cell's modalities from the fusion during training
+        (never all of them), for predicting cells or queries that lack a modality.
     max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
         Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
         full batch).
     seed
         Seeds weight initialisation, the train/validation split, minibatches and dropout.
+        Same seed, data and settings on the same machine and the same number of torch
+        threads (:func:`torch.get_num_threads`; float sums depend on it): bit-identical
+        weights and predictions on CPU, in one process or across processes.
+    checkpoint_dir, checkpoint_every_n_epochs, resume
+        Write a Lightning checkpoint (weights, optimizer, schedule, early stopping,
+        random-number states, history) every ``checkpoint_every_n_epochs`` epochs into
+        ``checkpoint_dir``; with ``resume=True`` an interrupted fit continues from its last
+        checkpoint and ends with the predictions of an uninterrupted fit. See
+        :meth:`~mmdyn_sc.MMDynamics.train`.
     **train_kwargs
         Passed to :meth:`~mmdyn_sc.MMDynamics.train` (e.g. ``enable_progress_bar=False``,
         ``accelerator``).
@@ -116,8 +136,14 @@ def fit(
     ``mdata.obsm[f"{key_added}_proba"]``
         Fused class probabilities, DataFrame cells x classes.
     ``mdata.obsm[f"{key_added}_confidence"]``
-        Weight given to each modality per cell (predicted TCP with MI, else 1), DataFrame
-        cells x modalities, NaN where the cell lacks the modality.
+        Confidence given to each modality per cell, DataFrame cells x modalities, NaN where
+        the cell lacks the modality: the predicted TCP (``"tcp"``: unbounded;
+        ``"tcp_calibrated"``: in (0, 1)), the modality's share of the fusion weight over
+        the modalities the cell has (``"energy"``, ``"pdf"``; rows sum to 1), or 1 without
+        MI.
+    ``mdata.obsm[f"{key_added}_tcp_predicted"]``
+        Predicted TCP per cell and modality (``"tcp"``, ``"tcp_calibrated"`` and ``"pdf"``,
+        whose mono-confidence predicts it); absent for the other options.
     ``mdata.obsm[f"{key_added}_tcp_true"]``
         True class probability of each modality's own classifier, labelled cells only (NaN
         elsewhere), DataFrame cells x modalities.
@@ -132,14 +158,19 @@ def fit(
         dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
         ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per logged
         metric, index = epoch), ``metrics`` (accuracy, F1 and balanced accuracy per split of
-        the labelled cells), ``key_added``. ``None`` values are stored as ``"none"``.
+        the labelled cells), ``confidence`` (the option and, per modality on validation
+        cells only, ``relative_error`` of the predicted TCP, ``mean |t^ - t| / mean t``,
+        ``"n/a"`` for options that do not predict TCP, ``spearman`` of confidence with the
+        true TCP, and ``n_cells``), ``key_added``. ``None`` values are stored as
+        ``"none"``.
     """
     _check_key(key_added)
     given = {
         k: v
         for k, v in {
             "n_hidden": n_hidden, "dropout": dropout, "feature_scaling": feature_scaling,
-            "class_weights": class_weights, "max_epochs": max_epochs, "lr": lr,
+            "class_weights": class_weights, "confidence": confidence,
+            "modality_dropout": modality_dropout, "max_epochs": max_epochs, "lr": lr,
             "weight_decay": weight_decay, "lr_step_size": lr_step_size,
             "batch_size": batch_size, "train_size": train_size, "early_stopping": early_stopping,
         }.items()
@@ -158,7 +189,9 @@ def fit(
         **{k: options[k] for k in MODEL_OPTIONS},
     )
     train_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
-    model.train(seed=seed, **train_options, **train_kwargs)
+    model.train(seed=seed, checkpoint_dir=checkpoint_dir,
+                checkpoint_every_n_epochs=checkpoint_every_n_epochs, resume=resume,
+                **train_options, **train_kwargs)
 
     label_codes = model.label_codes
     split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)

@@ -10,7 +10,7 @@ from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
-from ._store import write_results
+from ._store import UNKNOWN, write_results
 
 
 def predict(
@@ -20,6 +20,7 @@ def predict(
     key_added: str = DEFAULT_KEY,
     copy: bool = False,
     batch_size: int = 1024,
+    unknown_threshold: float | None = None,
 ) -> MuData | None:
     """Predict cell types of new cells with a trained :class:`~mmdyn_sc.MMDynamics`.
 
@@ -39,6 +40,11 @@ def predict(
         Return an annotated copy instead of writing into ``mdata``.
     batch_size
         Cells per inference batch.
+    unknown_threshold
+        Label a cell ``"Unknown"`` in ``obs[f"{key_added}_prediction"]`` when its highest
+        class probability is below this value (as CellTypist users expect); ``None`` (the
+        default) labels every cell. ``obsm[f"{key_added}_proba"]`` and the metrics (on the
+        most probable class) are unchanged; ``uns[key_added]["n_unknown"]`` counts them.
 
     Returns
     -------
@@ -51,6 +57,12 @@ def predict(
     _check_key(key_added)
     if not isinstance(model, MMDynamics):
         raise TypeError(f"model must be an MMDynamics, got {type(model).__name__}.")
+    if unknown_threshold is not None:
+        if not 0.0 < float(unknown_threshold) <= 1.0:
+            raise ValueError(f"unknown_threshold must be in (0, 1], got {unknown_threshold}.")
+        if UNKNOWN in model.classes_:
+            raise ValueError(f"The model has a class named {UNKNOWN!r}; unknown_threshold "
+                             "would make it ambiguous.")
     target = copy_mudata(mdata) if copy else mdata
     result = model.infer(target, batch_size=batch_size)
     labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
@@ -58,5 +70,9 @@ def predict(
                                          labels_required=False)
     split = np.full(target.n_obs, SPLIT_QUERY, dtype=object)
     uns = model_summary(model, key_added)
-    write_results(target, model, result, key_added, split, label_codes, uns)
+    if unknown_threshold is not None:
+        uns["unknown_threshold"] = float(unknown_threshold)
+        uns["n_unknown"] = int((result.proba.max(1) < unknown_threshold).sum())
+    write_results(target, model, result, key_added, split, label_codes, uns,
+                  unknown_threshold=unknown_threshold)
     return target if copy else None

@@ -12,6 +12,8 @@ RECIPES: dict[str, dict] = {
         "dropout": 0.5,
         "feature_scaling": "standard",
         "class_weights": "balanced",
+        "confidence": "tcp",
+        "modality_dropout": 0.0,
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "lr_step_size": None,
@@ -26,6 +28,8 @@ RECIPES: dict[str, dict] = {
         "dropout": 0.5,
         "feature_scaling": "minmax",
         "class_weights": None,
+        "confidence": "tcp",
+        "modality_dropout": 0.0,
         "lr": 1e-4,
         "weight_decay": 1e-4,
         "lr_step_size": 500,
@@ -37,7 +41,8 @@ RECIPES: dict[str, dict] = {
     },
 }
 
-MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights")
+MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights", "confidence",
+                 "modality_dropout")
 
 
 def recipe_options(recipe: str, overrides: dict) -> dict:

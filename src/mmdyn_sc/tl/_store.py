@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
-from .._keys import SPLIT_CATEGORIES, Key
+from .._keys import SPLIT_CATEGORIES, SPLIT_QUERY, SPLIT_VALIDATION, Key
 from .._metrics import classification_metrics
 from .._utils import history_to_arrays, logger
 from ..model import MMDynamics
 from ..model._inference import InferenceResult
+from ._confidence_report import confidence_report
 
 
 def h5_safe(value):
@@ -63,6 +64,21 @@ class ResultWriter:
         logger.info("added\n    %s", "\n    ".join(self.added))
 
 
+#: Label of cells below ``unknown_threshold`` in :func:`mmdyn_sc.tl.predict`.
+UNKNOWN = "Unknown"
+
+
+def prediction_column(
+    proba: np.ndarray, classes: list[str], unknown_threshold: float | None
+) -> pd.Categorical:
+    """Most probable class per cell; :data:`UNKNOWN` below ``unknown_threshold``."""
+    predicted = proba.argmax(1)
+    if unknown_threshold is None:
+        return pd.Categorical.from_codes(predicted, categories=classes)
+    codes = np.where(proba.max(1) < unknown_threshold, len(classes), predicted)
+    return pd.Categorical.from_codes(codes, categories=[*classes, UNKNOWN])
+
+
 def true_class_probability(
     result: InferenceResult, label_codes: np.ndarray, modalities: list[str], index: pd.Index
 ) -> pd.DataFrame:
@@ -89,24 +105,28 @@ def write_results(
     split: np.ndarray,
     label_codes: np.ndarray,
     uns: dict,
+    unknown_threshold: float | None = None,
 ) -> None:
-    """Write every documented key of a fit or prediction into ``mdata`` and log them."""
+    """Write every documented key of a fit or prediction into ``mdata`` and log them.
+
+    With ``unknown_threshold``, cells whose highest class probability is below it are
+    labelled :data:`UNKNOWN` in the prediction column (probabilities and metrics unchanged).
+    """
     writer = ResultWriter(mdata)
     index = mdata.obs_names
     classes = model.classes_
     predicted = result.proba.argmax(1)
-    writer.obs(
-        Key.obs.prediction(key_added),
-        pd.Categorical.from_codes(predicted, categories=classes),
-    )
+    writer.obs(Key.obs.prediction(key_added),
+               prediction_column(result.proba, classes, unknown_threshold))
     writer.obs(Key.obs.split(key_added), pd.Categorical(split, categories=SPLIT_CATEGORIES))
     writer.obsm(Key.obsm.proba(key_added), pd.DataFrame(result.proba, index=index,
                                                         columns=classes))
     writer.obsm(Key.obsm.confidence(key_added), model.confidence_frame(result, index))
-    writer.obsm(
-        Key.obsm.tcp_true(key_added),
-        true_class_probability(result, label_codes, model.modalities_, index),
-    )
+    tcp_predicted = model.predicted_tcp_frame(result, index)
+    if tcp_predicted is not None:
+        writer.obsm(Key.obsm.tcp_predicted(key_added), tcp_predicted)
+    true_tcp = true_class_probability(result, label_codes, model.modalities_, index)
+    writer.obsm(Key.obsm.tcp_true(key_added), true_tcp)
     writer.obsm(Key.obsm.latent(key_added), result.latent.astype(np.float32))
     frames = model.feature_weight_frames(result)
     for m, mod in enumerate(model.modalities_):
@@ -126,6 +146,12 @@ def write_results(
             (name, labelled[split[labelled] == name]) for name in SPLIT_CATEGORIES
         )
         if len(rows)
+    }
+    # The confidence diagnosis on cells it was not trained on.
+    unseen = labelled[np.isin(split[labelled], [SPLIT_VALIDATION, SPLIT_QUERY])]
+    uns["confidence"] = {
+        **confidence_report(model, result, true_tcp.to_numpy(), unseen),
+        "cells": "validation" if (split[unseen] == SPLIT_VALIDATION).any() else "query",
     }
     writer.uns(Key.uns.params(key_added), uns)
     writer.log()

@@ -1,0 +1,98 @@
+"""Before loading a saved model onto new data: say everything that differs, at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mudata import MuData
+
+from .._utils import layer_names
+
+
+def _preview(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+def compare_with_saved_setup(
+    setup: Mapping, mdata: MuData
+) -> tuple[list[str], list[str]]:
+    """What in ``mdata`` does not match a saved model's setup.
+
+    Parameters
+    ----------
+    setup
+        The saved registry's ``setup_args`` (modalities, layers, features per modality).
+    mdata
+        The data the model is loaded onto.
+
+    Returns
+    -------
+    problems
+        Differences that make prediction impossible (missing modalities, layers or
+        features), one sentence each.
+    notes
+        Differences that are handled (features in another order, extra features), one
+        sentence each.
+    """
+    if not isinstance(mdata, MuData):
+        return [f"expected a MuData, got {type(mdata).__name__}"], []
+    problems, notes = [], []
+    modalities = list(setup["modalities"])
+    missing_mods = [m for m in modalities if m not in mdata.mod]
+    if missing_mods:
+        problems.append(
+            f"modalities {missing_mods} are missing (model: {modalities}; data: "
+            f"{list(mdata.mod)})"
+        )
+    for mod in modalities:
+        if mod in missing_mods:
+            continue
+        adata = mdata.mod[mod]
+        layer = (setup.get("layers") or {}).get(mod)
+        if layer is not None and layer not in adata.layers:
+            problems.append(
+                f"modality {mod!r} has no layer {layer!r}, which the model was trained on "
+                f"(available: {layer_names(adata)})"
+            )
+        expected = list(setup["features"][mod])
+        names = adata.var_names
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique().tolist()
+            problems.append(f"modality {mod!r} has duplicate feature names {_preview(dup)}")
+            continue
+        present = names.get_indexer(expected) >= 0
+        missing = [f for f, ok in zip(expected, present, strict=True) if not ok]
+        if missing:
+            problems.append(
+                f"modality {mod!r} lacks {len(missing)} of the model's {len(expected)} "
+                f"features: {_preview(missing, 20)}"
+            )
+            continue
+        extra = len(names) - len(expected)
+        if list(names) != expected:
+            if extra:
+                notes.append(f"modality {mod!r}: {extra} features the model does not use are "
+                             "ignored")
+            else:
+                notes.append(f"modality {mod!r}: features are in another order; matched by "
+                             "name")
+    return problems, notes
+
+
+def mismatch_error(dir_path, problems: list[str]) -> ValueError:
+    """One error listing every difference between the data and the model in ``dir_path``."""
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return ValueError(
+        f"The MuData does not match the model saved in {dir_path}:\n{lines}"
+    )
+
+
+def state_dict_error(dir_path, saved_version: str | None, current: str,
+                     error: Exception) -> ValueError:
+    """Explain a saved model whose weights this version of mmdyn_sc cannot read."""
+    return ValueError(
+        f"The model in {dir_path} was saved with mmdyn_sc {saved_version or 'unknown'}; "
+        f"mmdyn_sc {current} cannot read its weights ({error}). Load it with the version "
+        "that saved it, or retrain."
+    )

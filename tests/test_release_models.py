@@ -1,0 +1,72 @@
+"""Every model saved by an earlier release (tests/data/models/<version>/) still loads and predicts.
+
+``tests/data/models/save_release_model.py`` writes one per release: a small model trained on
+BMMC donor s1d1 and the class probabilities it gave donor s1d2 when it was saved.
+"""
+
+from pathlib import Path
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmdyn_sc import MMDynamics
+from mmdyn_sc._utils import mudata_options
+
+MODELS = Path(__file__).parent / "data" / "models"
+RELEASES = sorted(p for p in MODELS.iterdir() if (p / "model.pt").is_file())
+
+
+def test_a_release_model_is_committed():
+    import mmdyn_sc
+
+    assert RELEASES, f"no saved release model under {MODELS}"
+    assert any(p.name == mmdyn_sc.__version__ for p in RELEASES), (
+        f"no model saved by this version ({mmdyn_sc.__version__}): run "
+        "tests/data/models/save_release_model.py"
+    )
+
+
+@pytest.mark.parametrize("folder", RELEASES, ids=[p.name for p in RELEASES])
+def test_release_model_loads_and_predicts_as_saved(folder, bmmc_donors):
+    _, query = bmmc_donors
+    expected = pd.read_csv(folder / "expected_proba.csv", index_col=0)
+    model = MMDynamics.load(str(folder), query)  # the query has every RNA feature: extra ones
+    assert model.mmdyn_sc_version_ == folder.name
+    assert model.classes_ == list(expected.columns)
+    proba = model.predict(query, soft=True).loc[expected.index]
+    np.testing.assert_allclose(proba.to_numpy(), expected.to_numpy(), atol=1e-5)
+
+
+def test_loading_onto_mismatched_data_lists_every_difference(bmmc_donors):
+    _, query = bmmc_donors
+    folder = RELEASES[-1]
+    model = MMDynamics.load(str(folder), query)
+    dropped = model.features_["rna"][:3]
+    rna = query["rna"][:, ~query["rna"].var_names.isin(dropped)].copy()
+    del rna.layers["mmdyn_prepared"]
+    with mudata_options():
+        broken = md.MuData({"rna": rna})
+    with pytest.raises(ValueError) as info:
+        MMDynamics.load(str(folder), broken)
+    message = str(info.value)
+    assert str(folder) in message
+    assert "modalities ['prot'] are missing" in message
+    assert "has no layer 'mmdyn_prepared'" in message
+    assert "lacks 3 of the model's 50 features" in message
+    assert all(repr(f) in message for f in dropped)
+
+
+def test_unreadable_weights_name_the_saving_version(bmmc_donors, tmp_path):
+    import torch
+
+    _, query = bmmc_donors
+    saved = torch.load(RELEASES[-1] / "model.pt", map_location="cpu", weights_only=False)
+    state = saved["model_state_dict"]
+    state["renamed.weight"] = state.pop(next(iter(state)))
+    saved["attr_dict"]["mmdyn_sc_version_"] = "0.0.1"
+    (tmp_path / "old").mkdir()
+    torch.save(saved, tmp_path / "old" / "model.pt")
+    with pytest.raises(ValueError, match=r"saved with mmdyn_sc 0\.0\.1.*cannot read its weights"):
+        MMDynamics.load(str(tmp_path / "old"), query)
