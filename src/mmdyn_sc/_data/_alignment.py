@@ -5,7 +5,8 @@ right when all modalities hold the same cells in the same order. :func:`align_mu
 private, fully paired MuData for the model: each modality's chosen layer, restricted to the
 model's features (in the model's order), with one row per global cell (zeros where the cell
 lacks the modality) and a presence column per modality. Nothing is written into the user's
-object; matrices are shared, not copied, whenever no reordering is needed.
+object; float32 and float64 matrices are shared, not copied, whenever no reordering is
+needed (other numeric dtypes are converted to float32, other sparse formats to CSR).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from mudata import MuData
 from scipy import sparse
 
 from .._utils import layer_names, mudata_options
-from ._validation import check_finite
+from ._validation import (
+    check_finite,
+    check_modality_cells,
+    check_numeric,
+    check_unique_cells,
+    check_unique_features,
+)
 
 #: Column of the aligned copy's ``obs`` holding integer label codes (-1: no label).
 LABELS_COLUMN = "_mmdyn_labels"
@@ -61,18 +68,37 @@ def _get_matrix(adata: ad.AnnData, layer: str | None, where: str):
     return adata.layers[layer]
 
 
-def _feature_indexer(adata: ad.AnnData, features: Sequence[str], where: str) -> np.ndarray:
-    if not adata.var_names.is_unique:
-        dup = adata.var_names[adata.var_names.duplicated()].unique().tolist()
-        raise ValueError(f"{where} has duplicate feature names: {dup[:10]}.")
-    idx = adata.var_names.get_indexer(pd.Index(features))
+def _feature_indexer(adata: ad.AnnData, features: Sequence[str], mod: str, where: str):
+    """Position of each of ``features`` in ``adata.var_names``; duplicates elsewhere are fine."""
+    names = adata.var_names
+    check_unique_features(names, mod, among=features)
+    if not names.is_unique:  # repeated names the model does not use
+        names = names[~names.duplicated(keep=False)]
+        positions = np.flatnonzero(~adata.var_names.duplicated(keep=False))
+    else:
+        positions = np.arange(adata.n_vars)
+    idx = names.get_indexer(pd.Index(features))
     if (idx < 0).any():
         missing = [f for f, i in zip(features, idx, strict=True) if i < 0]
         raise KeyError(
             f"{where} lacks {len(missing)} of the model's features: {missing[:20]}"
             + (" ..." if len(missing) > 20 else "")
         )
-    return idx
+    return positions[idx]
+
+
+def _as_model_input(matrix):
+    """``matrix`` as float32 (or float64) and, when sparse, CSR; shared when it is already so.
+
+    Integer, unsigned, bool and float16 inputs are converted once here, so that everything
+    downstream (feature scaling, the loader) sees the same numbers whatever the input dtype,
+    and small integer types cannot overflow. CSR keeps the loader's row slicing fast.
+    """
+    if sparse.issparse(matrix) and matrix.format != "csr":
+        matrix = matrix.tocsr()
+    if matrix.dtype in (np.float32, np.float64):
+        return matrix
+    return matrix.astype(np.float32)
 
 
 def _reindex_rows(matrix, rows: np.ndarray, n_rows: int):
@@ -85,8 +111,9 @@ def _reindex_rows(matrix, rows: np.ndarray, n_rows: int):
             shape=(n_rows, matrix.shape[0]),
         )
         return (selector @ sparse.csr_matrix(matrix)).tocsr()
-    out = np.zeros((n_rows, matrix.shape[1]), dtype=np.asarray(matrix[:1]).dtype)
-    out[present] = np.asarray(matrix[rows[present]])
+    values = np.asarray(matrix[rows[present]])
+    out = np.zeros((n_rows, matrix.shape[1]), dtype=values.dtype)
+    out[present] = values
     return out
 
 
@@ -116,10 +143,9 @@ def align_mudata(
     -------
     The aligned data and the presence mask.
     """
+    check_unique_cells(mdata, modalities)
+    check_modality_cells(mdata, modalities, require_overlap=False)
     obs_names = mdata.obs_names
-    if not obs_names.is_unique:
-        dup = obs_names[obs_names.duplicated()].unique().tolist()
-        raise ValueError(f"mdata has duplicate cell names (obs_names): {dup[:10]}.")
     n_cells = len(obs_names)
     obs = pd.DataFrame(index=obs_names.copy())
     obs[LABELS_COLUMN] = (
@@ -132,21 +158,23 @@ def align_mudata(
     for i, mod in enumerate(modalities):
         adata = mdata.mod[mod]
         where = f"modality {mod!r}" + ("" if layers.get(mod) is None else f" layer {layers[mod]!r}")
-        if not adata.obs_names.is_unique:
-            dup = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
-            raise ValueError(f"Modality {mod!r} has duplicate cell names: {dup[:10]}.")
         matrix = _get_matrix(adata, layers.get(mod), where)
-        if matrix.ndim != 2:
-            raise ValueError(f"{where} must be a 2-D matrix, got shape {matrix.shape}.")
-        cols = _feature_indexer(adata, features[mod], where)
+        if matrix.ndim != 2 or matrix.shape != adata.shape:
+            raise ValueError(
+                f"{where} must be a matrix of shape {adata.shape} (cells x features), got "
+                f"shape {matrix.shape}."
+            )
+        check_numeric(matrix, where)
+        if sparse.issparse(matrix) and matrix.format not in ("csr", "csc"):
+            matrix = matrix.tocsr()  # COO and others cannot select columns
+        cols = _feature_indexer(adata, features[mod], mod, where)
         rows = adata.obs_names.get_indexer(obs_names)
         present[:, i] = rows >= 0
-        if not present[:, i].any():
-            raise ValueError(f"Modality {mod!r} shares no cells with mdata.obs_names.")
         same_cols = len(cols) == adata.n_vars and np.array_equal(cols, np.arange(adata.n_vars))
         if not same_cols:
             matrix = matrix[:, cols]
         check_finite(matrix, where)
+        matrix = _as_model_input(matrix)
         same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
         if not same_rows:
             matrix = _reindex_rows(matrix, rows, n_cells)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
-from ._validation import suggest
+from ._validation import duplicate_names, examples, suggest
 
 
 def _available_label_columns(mdata: MuData) -> list[str]:
@@ -14,6 +14,17 @@ def _available_label_columns(mdata: MuData) -> list[str]:
     for mod, adata in mdata.mod.items():
         cols += [f"{mod}:{c}" for c in adata.obs.columns]
     return cols
+
+
+def _modality_column(mdata: MuData, mod: str, column: str) -> pd.Series:
+    """Column of ``mdata.mod[mod].obs`` indexed by the global cells (missing where absent)."""
+    duplicates = duplicate_names(mdata.mod[mod].obs_names)
+    if duplicates:
+        raise ValueError(
+            f"Modality {mod!r} has {len(duplicates)} duplicate cell name(s) (obs_names): "
+            f"{examples(duplicates)}; its column {column!r} cannot be matched to cells."
+        )
+    return mdata.mod[mod].obs[column].reindex(mdata.obs_names)
 
 
 def resolve_labels(mdata: MuData, labels_key: str) -> pd.Series:
@@ -36,12 +47,12 @@ def resolve_labels(mdata: MuData, labels_key: str) -> pd.Series:
     if ":" in labels_key:
         mod, col = labels_key.split(":", 1)
         if mod in mdata.mod and col in mdata.mod[mod].obs.columns:
-            return mdata.mod[mod].obs[col].reindex(mdata.obs_names)
+            return _modality_column(mdata, mod, col)
     holders = [mod for mod, adata in mdata.mod.items() if labels_key in adata.obs.columns]
     if len(holders) == 1:
-        return mdata.mod[holders[0]].obs[labels_key].reindex(mdata.obs_names)
+        return _modality_column(mdata, holders[0], labels_key)
     if len(holders) > 1:
-        columns = [mdata.mod[m].obs[labels_key].reindex(mdata.obs_names) for m in holders]
+        columns = [_modality_column(mdata, m, labels_key) for m in holders]
         merged = columns[0].astype(object)
         for other in columns[1:]:
             other = other.astype(object)

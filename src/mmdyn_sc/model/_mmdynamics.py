@@ -364,7 +364,8 @@ class MMDynamics(BaseModelClass):
         if (labels >= 0).sum() == 0:
             raise ValueError("No labelled cells to train on.")
         split_seed = 0 if seed is None else int(seed)
-        train_idx, val_idx = stratified_split(labels, train_size, split_seed)
+        train_idx, val_idx = stratified_split(labels, train_size, split_seed,
+                                              classes=self.classes_)
         has_none = ~self._present[train_idx].any(axis=1)
         if has_none.any():
             raise ValueError(

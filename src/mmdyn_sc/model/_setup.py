@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from mudata import MuData
 
 from .._data import check_modalities
 from .._data._labels import class_list, encode_labels, resolve_labels
+from .._data._validation import (
+    check_modality_cells,
+    check_unique_cells,
+    check_unique_features,
+    duplicate_names,
+    examples,
+)
 from .._keys import PREPARED_LAYER
 from .._utils import layer_names, logger
 
@@ -51,7 +59,7 @@ def resolve_features(
     for mod in modalities:
         adata = mdata.mod[mod]
         if adata.n_vars == 0:
-            raise ValueError(f"Modality {mod!r} has no features.")
+            raise ValueError(f"Modality {mod!r} has no features (0 variables).")
         names = adata.var_names
         if mod in mask_var:
             column = mask_var[mod]
@@ -66,9 +74,7 @@ def resolve_features(
             if not mask.any():
                 raise ValueError(f"{mod!r}.var[{column!r}] selects no feature.")
             names = names[mask]
-        if not names.is_unique:
-            dup = names[names.duplicated()].unique().tolist()
-            raise ValueError(f"Modality {mod!r} has duplicate feature names: {dup[:10]}.")
+        check_unique_features(names, mod)
         features[mod] = [str(n) for n in names]
     return features
 
@@ -96,6 +102,11 @@ def resolve_label_codes(
             return np.full(n_cells, -1, dtype=np.int64), list(classes)
         raise
     if classes is None:
+        if labels.isna().all():
+            raise ValueError(
+                f"Labels key {labels_key!r}: all {n_cells} cells are unlabeled (missing values); "
+                "at least two classes need labelled cells to train a classifier."
+            )
         classes = class_list(labels)
         if len(classes) < 2:
             raise ValueError(
@@ -122,12 +133,28 @@ def resolve_setup(
 ) -> dict:
     """Everything a model needs to read ``mdata``, resolved and checked.
 
+    ``labels_required`` is True for training data: then the label column must exist and the
+    modalities must share cells (see :func:`~mmdyn_sc._data._validation.check_modality_cells`).
+    For query data (False) each cell may hold any subset of the modalities.
+
     Returns
     -------
     dict with ``modalities``, ``layers``, ``features``, ``classes`` (all explicit, so that the
     same setup can be replayed on new data) and ``label_codes`` (per global cell, -1 unlabeled).
+
+    Raises
+    ------
+    KeyError
+        Unknown modality, layer, ``mask_var`` column or labels key (with close matches).
+    ValueError
+        Duplicate cell or feature names, an empty modality, modalities sharing no cell
+        (training), no or a single labelled class (training).
+    TypeError
+        ``mdata`` is not a MuData, or a ``mask_var`` column is not boolean.
     """
     modalities = check_modalities(mdata, modalities)
+    check_unique_cells(mdata, modalities)
+    check_modality_cells(mdata, modalities, require_overlap=labels_required)
     layers = resolve_layers(mdata, modalities, layers)
     if features is None:
         features = resolve_features(mdata, modalities, mask_var)
@@ -136,6 +163,12 @@ def resolve_setup(
         if missing_mods:
             raise KeyError(f"features lacks modalities {missing_mods}.")
         features = {m: [str(f) for f in features[m]] for m in modalities}
+        for mod in modalities:
+            if not features[mod]:
+                raise ValueError(f"features[{mod!r}] is empty.")
+            repeated = duplicate_names(pd.Index(features[mod]))
+            if repeated:
+                raise ValueError(f"features[{mod!r}] lists names twice: {examples(repeated)}.")
     label_codes, classes = resolve_label_codes(mdata, labels_key, classes, labels_required)
     return {
         "modalities": modalities,
