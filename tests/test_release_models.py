@@ -45,17 +45,41 @@ def test_loading_onto_mismatched_data_lists_every_difference(bmmc_donors):
     model = MMDynamics.load(str(folder), query)
     dropped = model.features_["rna"][:3]
     rna = query["rna"][:, ~query["rna"].var_names.isin(dropped)].copy()
+    prot = query["prot"].copy()
     del rna.layers["mmdyn_prepared"]
     with mudata_options():
-        broken = md.MuData({"rna": rna})
+        broken = md.MuData({"rna": rna, "prot": prot})
     with pytest.raises(ValueError) as info:
         MMDynamics.load(str(folder), broken)
     message = str(info.value)
     assert str(folder) in message
-    assert "modalities ['prot'] are missing" in message
     assert "has no layer 'mmdyn_prepared'" in message
     assert "lacks 3 of the model's 50 features" in message
     assert all(repr(f) in message for f in dropped)
+    with mudata_options():
+        unrelated = md.MuData({"atac": prot.copy()})
+    with pytest.raises(ValueError, match=r"none of the model's modalities \['rna', 'prot'\]"):
+        MMDynamics.load(str(folder), unrelated)
+
+
+def test_release_model_predicts_a_query_without_protein(bmmc_donors):
+    """An RNA-only query against an RNA+protein model: predicted from RNA, said so."""
+    import mmdyn_sc as ms
+
+    _, query = bmmc_donors
+    with mudata_options():
+        rna_only = md.MuData({"rna": query["rna"].copy()})
+    rna_only.obs["cell_type"] = query.obs["cell_type"].to_numpy()
+    model = MMDynamics.load(str(RELEASES[-1]), rna_only)
+    ms.tl.predict(rna_only, model)
+    assert list(rna_only.uns["mmdyn"]["modalities_used"]) == ["rna"]
+    confidence = rna_only.obsm["mmdyn_confidence"]
+    assert confidence["prot"].isna().all() and confidence["rna"].notna().all()
+    proba = rna_only.obsm["mmdyn_proba"].to_numpy()
+    assert np.isfinite(proba).all()
+    # The same cells with protein give other probabilities: protein was really left out.
+    with_protein = model.predict(query, soft=True).to_numpy()
+    assert not np.allclose(proba, with_protein)
 
 
 def test_unreadable_weights_name_the_saving_version(bmmc_donors, tmp_path):

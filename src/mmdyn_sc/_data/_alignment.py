@@ -117,12 +117,22 @@ def _reindex_rows(matrix, rows: np.ndarray, n_rows: int):
     return out
 
 
+def _absent_modality(obs_names: pd.Index, features: Sequence[str]) -> ad.AnnData:
+    """An all-zero (sparse) modality over ``obs_names``, for a modality the data lacks."""
+    return ad.AnnData(
+        X=sparse.csr_matrix((len(obs_names), len(features)), dtype=np.float32),
+        obs=pd.DataFrame(index=obs_names.copy()),
+        var=pd.DataFrame(index=pd.Index(list(features), dtype=str)),
+    )
+
+
 def align_mudata(
     mdata: MuData,
     modalities: Sequence[str],
     layers: Mapping[str, str | None],
     features: Mapping[str, Sequence[str]],
     label_codes: np.ndarray | None = None,
+    absent: Sequence[str] = (),
 ) -> AlignedData:
     """Build the private, fully paired MuData that the model trains and predicts on.
 
@@ -138,13 +148,17 @@ def align_mudata(
         Feature names per modality, in the model's order; matched by name.
     label_codes
         Integer class code per global cell (-1: unlabeled). ``None``: all unlabeled.
+    absent
+        Modalities of ``modalities`` that ``mdata`` lacks altogether (a query without them):
+        all-zero, absent for every cell.
 
     Returns
     -------
     The aligned data and the presence mask.
     """
-    check_unique_cells(mdata, modalities)
-    check_modality_cells(mdata, modalities, require_overlap=False)
+    measured = [m for m in modalities if m not in absent]
+    check_unique_cells(mdata, measured)
+    check_modality_cells(mdata, measured, require_overlap=False)
     obs_names = mdata.obs_names
     n_cells = len(obs_names)
     obs = pd.DataFrame(index=obs_names.copy())
@@ -156,6 +170,10 @@ def align_mudata(
     present = np.zeros((n_cells, len(modalities)), dtype=bool)
     mods = {}
     for i, mod in enumerate(modalities):
+        if mod in absent:
+            mods[mod] = _absent_modality(obs_names, features[mod])
+            obs[presence_column(i)] = np.zeros(n_cells, dtype=np.float32)
+            continue
         adata = mdata.mod[mod]
         where = f"modality {mod!r}" + ("" if layers.get(mod) is None else f" layer {layers[mod]!r}")
         matrix = _get_matrix(adata, layers.get(mod), where)

@@ -29,21 +29,26 @@ def compare_with_saved_setup(
     Returns
     -------
     problems
-        Differences that make prediction impossible (missing modalities, layers or
-        features), one sentence each.
+        Differences that make prediction impossible (no modality of the model, missing
+        layers or features), one sentence each.
     notes
-        Differences that are handled (features in another order, extra features), one
-        sentence each.
+        Differences that are handled (absent modalities, features in another order, extra
+        features), one sentence each.
     """
     if not isinstance(mdata, MuData):
         return [f"expected a MuData, got {type(mdata).__name__}"], []
     problems, notes = [], []
     modalities = list(setup["modalities"])
     missing_mods = [m for m in modalities if m not in mdata.mod]
-    if missing_mods:
+    if len(missing_mods) == len(modalities):
         problems.append(
-            f"modalities {missing_mods} are missing (model: {modalities}; data: "
+            f"none of the model's modalities {modalities} is in the data (data: "
             f"{list(mdata.mod)})"
+        )
+    elif missing_mods:
+        notes.append(
+            f"modalities {missing_mods} are absent from the data: cells are predicted from "
+            f"{[m for m in modalities if m not in missing_mods]} only"
         )
     for mod in modalities:
         if mod in missing_mods:

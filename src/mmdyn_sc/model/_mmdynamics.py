@@ -192,7 +192,7 @@ class MMDynamics(BaseModelClass):
         )
         aligned = align_mudata(
             mdata, resolved["modalities"], resolved["layers"], resolved["features"],
-            resolved["label_codes"],
+            resolved["label_codes"], absent=resolved["absent"],
         )
         # Record the resolved values, so the setup replays identically on new data.
         modalities = resolved["modalities"]
@@ -281,8 +281,13 @@ class MMDynamics(BaseModelClass):
             mdata, setup["labels_key"], self.modalities_, setup["layers"], None,
             self.features_, self.classes_, labels_required=False,
         )
+        if resolved["absent"]:
+            used = [m for m in self.modalities_ if m not in resolved["absent"]]
+            logger.warning("modalities %s absent from the data: predicting from %s only",
+                           resolved["absent"], used)
         aligned = align_mudata(
-            mdata, self.modalities_, resolved["layers"], self.features_, resolved["label_codes"]
+            mdata, self.modalities_, resolved["layers"], self.features_, resolved["label_codes"],
+            absent=resolved["absent"],
         )
         scvi_logger = logging.getLogger("scvi")
         level = scvi_logger.level

@@ -152,9 +152,23 @@ def resolve_setup(
     TypeError
         ``mdata`` is not a MuData, or a ``mask_var`` column is not boolean.
     """
-    modalities = check_modalities(mdata, modalities)
+    absent = []
+    if not labels_required and features is not None and modalities is not None:
+        # A query may lack whole modalities of a trained model: predicted from the others.
+        absent = [m for m in modalities if isinstance(mdata, MuData) and m not in mdata.mod]
+        if len(absent) == len(list(modalities)):
+            raise KeyError(
+                f"The MuData has none of the model's modalities {list(modalities)} "
+                f"(it has {list(mdata.mod)})."
+            )
+    all_modalities = list(modalities) if modalities is not None else None
+    modalities = check_modalities(mdata, [m for m in all_modalities if m not in absent]
+                                  if all_modalities is not None else None)
     check_unique_cells(mdata, modalities)
     check_modality_cells(mdata, modalities, require_overlap=labels_required)
+    given_layers, given_features = dict(layers or {}), features
+    if absent and layers is not None:
+        layers = {m: layer for m, layer in given_layers.items() if m not in absent}
     layers = resolve_layers(mdata, modalities, layers)
     if features is None:
         features = resolve_features(mdata, modalities, mask_var)
@@ -170,7 +184,13 @@ def resolve_setup(
             if repeated:
                 raise ValueError(f"features[{mod!r}] lists names twice: {examples(repeated)}.")
     label_codes, classes = resolve_label_codes(mdata, labels_key, classes, labels_required)
+    if absent:  # the absent modalities keep the model's layers and features
+        layers = {m: given_layers.get(m) if m in absent else layers[m] for m in all_modalities}
+        features = {m: [str(f) for f in given_features[m]] if m in absent else features[m]
+                    for m in all_modalities}
+        modalities = all_modalities
     return {
+        "absent": absent,
         "modalities": modalities,
         "layers": layers,
         "features": features,

@@ -25,13 +25,17 @@ def predict(
     """Predict cell types of new cells with a trained :class:`~mmdyn_sc.MMDynamics`.
 
     Features are matched by name, whatever their order; a modality lacking any of the model's
-    features is an error listing them. Cells absent from a modality get nothing from it.
+    features is an error listing them. Cells absent from a modality get nothing from it, and
+    a query may lack whole modalities of the model (an RNA-only query against an
+    RNA+protein model): its cells are predicted from the modalities it has, with a
+    warning; ``uns[key_added]["modalities_used"]`` lists them. Train with
+    ``modality_dropout`` for models that predict well that way.
 
     Parameters
     ----------
     mdata
-        Query MuData with the model's modalities (and, if the model used them, the same
-        layers).
+        Query MuData with some or all of the model's modalities (and, if the model used
+        them, the same layers).
     model
         A trained model, from :func:`mmdyn_sc.tl.fit` or :meth:`~mmdyn_sc.MMDynamics.load`.
     key_added
@@ -70,6 +74,7 @@ def predict(
                                          labels_required=False)
     split = np.full(target.n_obs, SPLIT_QUERY, dtype=object)
     uns = model_summary(model, key_added)
+    uns["modalities_used"] = [m for m in model.modalities_ if m in target.mod]
     if unknown_threshold is not None:
         uns["unknown_threshold"] = float(unknown_threshold)
         uns["n_unknown"] = int((result.proba.max(1) < unknown_threshold).sum())

@@ -130,6 +130,8 @@ def write_results(
     writer.obsm(Key.obsm.latent(key_added), result.latent.astype(np.float32))
     frames = model.feature_weight_frames(result)
     for m, mod in enumerate(model.modalities_):
+        if mod not in mdata.mod:  # a query without this modality
+            continue
         var_names = mdata.mod[mod].var_names
         writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
         informativeness = model.informativeness(result, m)
