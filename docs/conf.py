@@ -110,7 +110,8 @@ autodoc_mock_imports: list[str] = []
 #: or return the private ``InferenceResult`` (or, for ``label_codes``, have a docstring that
 #: napoleon misreads). Left out of the class page, as they were before it listed members.
 UNDOCUMENTED_MEMBERS = {
-    "MMDynamics": {"infer", "confidence_frame", "feature_weight_frames", "informativeness",
+    "MMDynamics": {"infer", "confidence_frame", "predicted_tcp_frame", "feature_weight_frames",
+                   "informativeness",
                    "label_codes"},
 }
 

@@ -163,8 +163,10 @@ def test_subcommand_help(capsys):
 
     for command, options in (("fit", ["--labels", "--model-dir", "--out", "--modalities",
                                        "--layers", "--max-epochs", "--recipe", "--progress",
-                                       "--force"]),
-                             ("predict", ["--model-dir", "--out", "--key-added", "--force"])):
+                                       "--force", "--confidence", "--modality-dropout",
+                                       "--checkpoint-dir", "--checkpoint-every", "--resume"]),
+                             ("predict", ["--model-dir", "--out", "--key-added", "--force",
+                                          "--unknown-threshold"])):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0

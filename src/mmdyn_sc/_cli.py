@@ -175,6 +175,10 @@ def fit_command(args: argparse.Namespace) -> int:
     from ._keys import Key
 
     options = {"max_epochs": args.max_epochs} if args.max_epochs is not None else {}
+    if args.confidence is not None:
+        options["confidence"] = args.confidence
+    if args.modality_dropout is not None:
+        options["modality_dropout"] = args.modality_dropout
     if args.checkpoint_dir is not None:
         options.update(checkpoint_dir=str(args.checkpoint_dir), resume=args.resume,
                        checkpoint_every_n_epochs=args.checkpoint_every or 10)
@@ -208,7 +212,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
     model = MMDynamics.load(str(args.model_dir), mdata)
     _info(f"predicting {mdata.n_obs} cells with the model in {args.model_dir}")
-    tl.predict(mdata, model, key_added=args.key_added)
+    tl.predict(mdata, model, key_added=args.key_added,
+               unknown_threshold=args.unknown_threshold)
     _write(mdata, args.out)
     summary = mdata.uns[Key.uns.params(args.key_added)]
     metrics = summary.get("metrics") or {}
@@ -287,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--seed", type=int, default=0, metavar="S",
                        help="seed of weights, train/validation split, minibatches and dropout "
                        "(default: %(default)s)")
+    p_fit.add_argument("--confidence", choices=["tcp", "tcp_calibrated", "energy", "pdf"],
+                       help="confidence estimator weighing each modality per cell (default: "
+                       "the recipe's, tcp)")
+    p_fit.add_argument("--modality-dropout", type=float, metavar="P",
+                       help="probability of hiding each modality of a cell from the fusion "
+                       "in training, for queries lacking a modality (default: 0)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")
@@ -312,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_predict.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                            help=f"folder with a model saved by `mmdyn-sc fit` ({MODEL_FILE})")
     _add_output_arguments(p_predict)
+    p_predict.add_argument("--unknown-threshold", type=float, metavar="P",
+                           help="label cells whose highest class probability is below P "
+                           "'Unknown' (default: label every cell)")
     p_predict.set_defaults(handler=predict_command)
     return parser
 

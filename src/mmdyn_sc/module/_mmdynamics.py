@@ -104,12 +104,11 @@ class MMDynamicsModule(nn.Module):
         is MM static (late fusion by concatenation).
     loss_weights
         Weights of the loss terms ``fused``, ``sparsity``, ``confidence``, ``modality``
-        (missing keys take :data:`DEFAULT_LOSS_WEIGHTS`).
+        (missing keys take 1, as in the original).
     class_weights
         Optional weight per class for the cross-entropy terms.
     confidence
-        How MI weighs each modality's latent, one of :data:`CONFIDENCE_OPTIONS` (ignored
-        without MI):
+        How MI weighs each modality's latent (ignored without MI):
 
         - ``"tcp"`` (the original): scaled by ``tcp^ = D h``, an unbounded regression on the
           modality classifier's true class probability (TCP), target not detached.
