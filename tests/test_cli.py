@@ -164,7 +164,8 @@ def test_subcommand_help(capsys):
     for command, options in (("fit", ["--labels", "--model-dir", "--out", "--modalities",
                                        "--layers", "--max-epochs", "--recipe", "--progress",
                                        "--force", "--confidence", "--modality-dropout",
-                                       "--checkpoint-dir", "--checkpoint-every", "--resume"]),
+                                       "--gate-rank", "--checkpoint-dir", "--checkpoint-every",
+                                       "--resume"]),
                              ("predict", ["--model-dir", "--out", "--key-added", "--force",
                                           "--unknown-threshold"])):
         with pytest.raises(SystemExit) as exit_info:

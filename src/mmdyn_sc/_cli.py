@@ -179,6 +179,8 @@ def fit_command(args: argparse.Namespace) -> int:
         options["confidence"] = args.confidence
     if args.modality_dropout is not None:
         options["modality_dropout"] = args.modality_dropout
+    if args.gate_rank is not None:
+        options["gate_rank"] = args.gate_rank
     if args.checkpoint_dir is not None:
         options.update(checkpoint_dir=str(args.checkpoint_dir), resume=args.resume,
                        checkpoint_every_n_epochs=args.checkpoint_every or 10)
@@ -298,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--modality-dropout", type=float, metavar="P",
                        help="probability of hiding each modality of a cell from the fusion "
                        "in training, for queries lacking a modality (default: 0)")
+    p_fit.add_argument("--gate-rank", type=int, metavar="R",
+                       help="low-rank feature gates (d -> R -> d) instead of the full d x d "
+                       "gate, for modalities with thousands of features (default: full)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")

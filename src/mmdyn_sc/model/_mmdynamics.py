@@ -20,6 +20,7 @@ from scvi.model.base._save_load import _load_saved_files
 from .._data import LABELS_COLUMN, AlignedData, align_mudata, presence_column
 from .._utils import logger
 from ..module import MMDynamicsModule
+from ..module._low_rank_gate import check_gate_rank
 from . import _registry_keys as rk
 from ._checkpoint import MMDynamicsTrainRunner, checkpoint_callbacks, last_checkpoint
 from ._feature_scaling import fit_scaling
@@ -31,6 +32,17 @@ from ._split import stratified_split
 from ._training_plan import MMDynamicsTrainingPlan
 
 CLASS_WEIGHTS = (None, "balanced")
+
+
+def is_ddp_strategy(strategy) -> bool:
+    """Whether ``strategy`` (a Lightning strategy name or object) is DDP-like."""
+    if strategy is None:
+        return False
+    if isinstance(strategy, str):
+        return "ddp" in strategy.lower()
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return isinstance(strategy, DDPStrategy)
 
 
 def _package_version() -> str:
@@ -79,6 +91,13 @@ class MMDynamics(BaseModelClass):
     modality_dropout
         Probability of hiding each of a cell's modalities from the fusion during training
         (never all), so that the model predicts well when a modality is absent.
+    gate_rank
+        Rank of the feature gates: ``None`` (the full d x d gate of the original), one int
+        for every modality with more features than that (the others keep the full gate),
+        or a dict per modality (modalities not named keep the full gate; a named rank must
+        be below the modality's feature count). A rank r gives the low-rank gate
+        ``sigmoid(B (A x))`` with ``A`` d -> r and ``B`` r -> d: O(d r) parameters instead
+        of O(d^2), for modalities with thousands of features. Ignored without FI.
 
     Examples
     --------
@@ -108,6 +127,7 @@ class MMDynamics(BaseModelClass):
         loss_weights: Mapping[str, float] | None = None,
         confidence: str = "tcp",
         modality_dropout: float = 0.0,
+        gate_rank: int | Mapping[str, int | None] | None = None,
     ):
         aligned = self._aligned_for(mdata)
         super().__init__(aligned.mdata)
@@ -123,6 +143,7 @@ class MMDynamics(BaseModelClass):
         self.features_ = {m: list(f) for m, f in setup["features"].items()}
         self.mmdyn_sc_version_ = _package_version()
         hidden = self._hidden_sizes(n_hidden)
+        ranks = self._gate_ranks(gate_rank)
         self.feature_scaling = feature_scaling
         self.class_weights = class_weights
         self.module = self._module_cls(
@@ -135,6 +156,7 @@ class MMDynamics(BaseModelClass):
             loss_weights=loss_weights,
             confidence=confidence,
             modality_dropout=modality_dropout,
+            gate_rank=[ranks[m] for m in self.modalities_],
         )
         self.module.on_load = lambda model, **kwargs: None  # scvi-tools' load hook
         self._present = aligned.present
@@ -142,7 +164,8 @@ class MMDynamics(BaseModelClass):
             f"MMDynamics: modalities {self.modalities_}, {len(self.classes_)} classes, "
             f"hidden {[hidden[m] for m in self.modalities_]}, FI={feature_informativeness}, "
             f"MI={modality_informativeness}, confidence={confidence!r}, "
-            f"modality_dropout={modality_dropout}"
+            f"modality_dropout={modality_dropout}, "
+            f"gate_rank={[ranks[m] for m in self.modalities_]}"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -266,6 +289,30 @@ class MMDynamics(BaseModelClass):
             raise ValueError(f"n_hidden must be positive: {bad}.")
         return sizes
 
+    def _gate_ranks(self, gate_rank) -> dict[str, int | None]:
+        """Gate rank per modality (``None``: full gate).
+
+        A dict names ranks per modality and raises for a rank >= its feature count; one int
+        applies to the modalities with more features than that.
+        """
+        if isinstance(gate_rank, Mapping):
+            unknown = sorted(set(gate_rank) - set(self.modalities_))
+            if unknown:
+                raise KeyError(f"gate_rank names unknown modalities {unknown}; the model's "
+                               f"modalities are {self.modalities_}.")
+            ranks = {m: gate_rank.get(m) for m in self.modalities_}
+        else:
+            # One rank for all: a modality with no more features than that keeps its full
+            # gate, which is then no larger (e.g. 14 proteins next to 4000 genes).
+            ranks = {
+                m: None if isinstance(gate_rank, int) and not isinstance(gate_rank, bool)
+                and gate_rank >= len(self.features_[m]) else gate_rank
+                for m in self.modalities_
+            }
+        for mod, rank in ranks.items():
+            ranks[mod] = check_gate_rank(rank, len(self.features_[mod]), f" of modality {mod!r}")
+        return ranks
+
     # ------------------------------------------------------------------ data
     @property
     def label_codes(self) -> np.ndarray:
@@ -361,7 +408,20 @@ class MMDynamics(BaseModelClass):
             Extra arguments for :class:`~scvi.dataloaders.DataSplitter` and
             :class:`~mmdyn_sc.model.MMDynamicsTrainingPlan`.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``).
+            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``,
+            ``strategy="ddp"``, ``num_nodes``).
+
+        Notes
+        -----
+        With a DDP strategy (``strategy="ddp"``, ``"ddp_find_unused_parameters_true"``, a
+        ``DDPStrategy``, ...), scvi-tools' distributed sampler is switched on
+        (``datasplitter_kwargs={"distributed_sampler": True}``, unless given): each process
+        trains on its own share of the training cells, so ``batch_size`` is per process
+        and the global batch is ``batch_size`` times the number of processes. Lightning runs
+        the script once per process; every process ends with the same weights. Validation
+        cells are shared out too: the ``history`` (kept by process 0 only, empty elsewhere)
+        holds process 0's share. scvi-tools turns early stopping off under DDP, so the fit
+        runs ``max_epochs``. :attr:`is_global_zero` tells the processes apart.
         """
         if max_epochs is None or int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be a positive integer, got {max_epochs}.")
@@ -403,13 +463,18 @@ class MMDynamics(BaseModelClass):
         }
         self._add_checkpointing(trainer_kwargs, checkpoint_dir, checkpoint_every_n_epochs,
                                 resume, train_idx, val_idx, train_params)
+        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        if is_ddp_strategy(trainer_kwargs.get("strategy")):
+            # Without it, Lightning would replace scvi-tools' batch sampler by one of single
+            # cells; with it, each process draws whole minibatches of its own share.
+            datasplitter_kwargs.setdefault("distributed_sampler", True)
         data_splitter = self._data_splitter_cls(
             self.adata_manager,
             # scvi-tools wants every cell in one of the sets: unlabeled cells form the
             # "test" set, which training never reads.
             external_indexing=[train_idx, val_idx, np.flatnonzero(labels < 0)],
             batch_size=batch_size,
-            **(datasplitter_kwargs or {}),
+            **datasplitter_kwargs,
         )
         plan = self._training_plan_cls(
             self.module, n_modalities=len(self.modalities_), lr=lr, weight_decay=weight_decay,
@@ -426,9 +491,20 @@ class MMDynamics(BaseModelClass):
             warnings.filterwarnings("ignore", message=".*Last batch will have a small size.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             runner()
+        self._global_rank = int(runner.trainer.global_rank)
         self.train_indices = np.asarray(train_idx)
         self.validation_indices = np.asarray(val_idx)
         self.train_params_ = train_params
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this process holds the results (global rank 0).
+
+        ``False`` only on the other processes of a distributed (DDP) fit: they end with the
+        same weights but an empty ``history``, and :func:`mmdyn_sc.tl.fit` writes nothing
+        there.
+        """
+        return getattr(self, "_global_rank", 0) == 0
 
     def _add_checkpointing(self, trainer_kwargs, checkpoint_dir, every_n_epochs, resume,
                            train_idx, val_idx, train_params) -> None:

@@ -4,6 +4,7 @@ from ._confidence import CONFIDENCE_OPTIONS, BoundedConfidenceHead, TCPConfidenc
 from ._feature_gate import FeatureGate
 from ._feature_scaler import FeatureScaler
 from ._init import xavier_linear
+from ._low_rank_gate import LowRankFeatureGate
 from ._mmdynamics import MMDynamicsModule, ModalityBranch
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "BoundedConfidenceHead",
     "FeatureGate",
     "FeatureScaler",
+    "LowRankFeatureGate",
     "MMDynamicsModule",
     "ModalityBranch",
     "TCPConfidenceHead",

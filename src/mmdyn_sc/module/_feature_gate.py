@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from ._init import xavier_linear
+from ._low_rank_gate import LowRankFeatureGate, check_gate_rank
 
 
 class FeatureGate(nn.Module):
@@ -19,3 +20,9 @@ class FeatureGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.linear(x))
+
+
+def make_feature_gate(n_features: int, rank: int | None = None) -> nn.Module:
+    """The full :class:`FeatureGate` (``rank=None``) or a :class:`LowRankFeatureGate`."""
+    rank = check_gate_rank(rank, n_features)
+    return FeatureGate(n_features) if rank is None else LowRankFeatureGate(n_features, rank)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -16,7 +17,7 @@ from ._confidence import (
     true_class_probability,
 )
 from ._energy import energy_weights
-from ._feature_gate import FeatureGate
+from ._feature_gate import make_feature_gate
 from ._feature_scaler import FeatureScaler
 from ._init import xavier_linear
 from ._modality_dropout import check_modality_dropout, sample_fusion_mask
@@ -40,13 +41,16 @@ class ModalityBranch(nn.Module):
     dropout
         Dropout rate after the encoder's ReLU.
     feature_informativeness
-        Use the d x d sigmoid gate (FI).
+        Use the sigmoid feature gate (FI): d x d, or of rank ``gate_rank``.
     modality_informativeness
         Weight the latent by a modality confidence (MI).
     confidence
         The confidence estimator with MI, one of :data:`CONFIDENCE_OPTIONS`; decides the
         head: :class:`TCPConfidenceHead` (``"tcp"``), :class:`BoundedConfidenceHead`
         (``"tcp_calibrated"``, ``"pdf"``) or none (``"energy"``, or MI off).
+    gate_rank
+        With FI, ``None`` for the full d x d gate, or r (``1 <= r < d``) for the low-rank
+        gate ``sigmoid(B (A x))`` (:class:`LowRankFeatureGate`, O(d r)).
 
     ``forward`` returns ``h`` (n, H), ``gate`` (n, d) or None, ``logits`` (n, C) and
     ``tcp_hat`` (n,), the head's predicted TCP, or None without a head.
@@ -61,11 +65,14 @@ class ModalityBranch(nn.Module):
         feature_informativeness: bool,
         modality_informativeness: bool,
         confidence: str = "tcp",
+        gate_rank: int | None = None,
     ):
         super().__init__()
         check_confidence_option(confidence)
         self.scaler = FeatureScaler(n_features)
-        self.gate = FeatureGate(n_features) if feature_informativeness else None
+        self.gate = (
+            make_feature_gate(n_features, gate_rank) if feature_informativeness else None
+        )
         self.encoder = xavier_linear(n_features, n_hidden)
         self.dropout = nn.Dropout(dropout)
         self.classifier = xavier_linear(n_hidden, n_classes)
@@ -82,6 +89,17 @@ class ModalityBranch(nn.Module):
         logits = self.classifier(h)
         tcp_hat = self.confidence(h) if self.confidence is not None else None
         return {"h": h, "gate": gate, "logits": logits, "tcp_hat": tcp_hat}
+
+
+def _per_modality(gate_rank, n_modalities: int) -> list[int | None]:
+    """``gate_rank`` as one entry per modality (``None`` or an int apply to all)."""
+    if gate_rank is None or isinstance(gate_rank, numbers.Integral):
+        return [gate_rank] * n_modalities
+    ranks = list(gate_rank)
+    if len(ranks) != n_modalities:
+        raise ValueError(f"gate_rank needs one entry per modality ({n_modalities}), got "
+                         f"{len(ranks)}.")
+    return ranks
 
 
 class MMDynamicsModule(nn.Module):
@@ -124,6 +142,11 @@ class MMDynamicsModule(nn.Module):
         In training mode, probability of hiding each present modality of a cell from the
         fusion (weight and latent 0, as if absent), never all of a cell's present
         modalities. The modality's own losses still count it. 0 draws no random numbers.
+    gate_rank
+        Rank of each modality's feature gate: ``None`` (the full d x d gate, as in the
+        original), one int for every modality, or one entry (int or ``None``) per modality.
+        A rank r (``1 <= r < d``) gives the low-rank gate ``sigmoid(B (A x))``, O(d r).
+        Ignored without FI.
     """
 
     def __init__(
@@ -138,6 +161,7 @@ class MMDynamicsModule(nn.Module):
         class_weights: Sequence[float] | None = None,
         confidence: str = "tcp",
         modality_dropout: float = 0.0,
+        gate_rank: int | Sequence[int | None] | None = None,
     ):
         super().__init__()
         self.confidence = check_confidence_option(confidence)
@@ -153,10 +177,11 @@ class MMDynamicsModule(nn.Module):
         self.n_classes = n_classes
         self.feature_informativeness = feature_informativeness
         self.modality_informativeness = modality_informativeness
+        ranks = _per_modality(gate_rank, len(n_features))
         self.branches = nn.ModuleList(
             ModalityBranch(d, h, n_classes, dropout, feature_informativeness,
-                           modality_informativeness, confidence)
-            for d, h in zip(n_features, n_hidden, strict=True)
+                           modality_informativeness, confidence, gate_rank=r)
+            for d, h, r in zip(n_features, n_hidden, ranks, strict=True)
         )
         self.fused_classifier = xavier_linear(sum(n_hidden), n_classes)
         weights = torch.ones(n_classes) if class_weights is None else torch.as_tensor(

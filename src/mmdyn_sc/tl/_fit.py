@@ -59,6 +59,7 @@ def fit(
     class_weights: str | None = _UNSET,
     confidence: str = _UNSET,
     modality_dropout: float = _UNSET,
+    gate_rank: int | Mapping[str, int | None] | None = _UNSET,
     loss_weights: Mapping[str, float] | None = None,
     max_epochs: int = _UNSET,
     lr: float = _UNSET,
@@ -107,6 +108,14 @@ def fit(
     modality_dropout
         Probability of hiding each of a cell's modalities from the fusion during training
         (never all of them), for predicting cells or queries that lack a modality.
+    gate_rank
+        Rank of the feature gates (FI): ``None`` (both recipes: the full d x d gate of the
+        original), one int for every modality with more features than that, or a dict per
+        modality (those not named keep the full gate). A rank r replaces
+        ``sigmoid(A x + a)`` by ``sigmoid(B (A x) + b)`` with ``A`` d -> r and ``B`` r -> d:
+        the same per-feature gate in (0, 1) with O(d r) instead of O(d^2) parameters, for
+        modalities with thousands of features (e.g. ``gate_rank={"rna": 64}``). A rank
+        named in a dict must be below the modality's feature count.
     max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
         Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
         full batch).
@@ -122,8 +131,9 @@ def fit(
         checkpoint and ends with the predictions of an uninterrupted fit. See
         :meth:`~mmdyn_sc.MMDynamics.train`.
     **train_kwargs
-        Passed to :meth:`~mmdyn_sc.MMDynamics.train` (e.g. ``enable_progress_bar=False``,
-        ``accelerator``).
+        Passed to :meth:`~mmdyn_sc.MMDynamics.train` and on to Lightning (e.g.
+        ``enable_progress_bar=False``, ``accelerator="gpu"``, ``devices=4``,
+        ``strategy="ddp"``, ``num_nodes=2``).
 
     Returns
     -------
@@ -163,6 +173,31 @@ def fit(
         ``"n/a"`` for options that do not predict TCP, ``spearman`` of confidence with the
         true TCP, and ``n_cells``), ``key_added``. ``None`` values are stored as
         ``"none"``.
+
+    Notes
+    -----
+    Several GPUs or nodes: pass ``strategy="ddp"`` (or
+    ``"ddp_find_unused_parameters_true"``) with ``devices`` (and ``num_nodes``).
+    Lightning then runs the whole script once per process, so the script's code must sit
+    under ``if __name__ == "__main__":``. ``batch_size`` is per process (global batch =
+    ``batch_size`` x processes), and early stopping is off (scvi-tools), so the fit runs
+    ``max_epochs``. Every process trains to the same weights, but only process 0 (global
+    rank 0) writes the keys above and keeps the ``history``; the others return the model
+    with ``model.is_global_zero == False`` and leave ``mdata`` as it was. Guard anything
+    the script writes::
+
+        if __name__ == "__main__":
+            mdata = ...
+            model = mmdyn_sc.tl.fit(mdata, "cell_type", accelerator="gpu", devices=4,
+                                    strategy="ddp", batch_size=256)
+            if model.is_global_zero:
+                mdata.write("annotated.h5mu")
+                model.save("model")
+
+    On several nodes, start the same script on each with ``num_nodes=N``, e.g. with
+    ``torchrun --nnodes N --nproc-per-node 4 --node-rank R --master-addr HOST script.py``
+    (or a SLURM ``srun``), which Lightning detects. scvi-tools also writes the history to
+    ``lightning_logs/`` in the working directory under DDP.
     """
     _check_key(key_added)
     given = {
@@ -170,7 +205,8 @@ def fit(
         for k, v in {
             "n_hidden": n_hidden, "dropout": dropout, "feature_scaling": feature_scaling,
             "class_weights": class_weights, "confidence": confidence,
-            "modality_dropout": modality_dropout, "max_epochs": max_epochs, "lr": lr,
+            "modality_dropout": modality_dropout, "gate_rank": gate_rank,
+            "max_epochs": max_epochs, "lr": lr,
             "weight_decay": weight_decay, "lr_step_size": lr_step_size,
             "batch_size": batch_size, "train_size": train_size, "early_stopping": early_stopping,
         }.items()
@@ -192,6 +228,9 @@ def fit(
     model.train(seed=seed, checkpoint_dir=checkpoint_dir,
                 checkpoint_every_n_epochs=checkpoint_every_n_epochs, resume=resume,
                 **train_options, **train_kwargs)
+    if not model.is_global_zero:
+        # Another process of a distributed fit: process 0 writes the results.
+        return (target, model) if copy else model
 
     label_codes = model.label_codes
     split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)

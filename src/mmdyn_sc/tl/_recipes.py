@@ -6,6 +6,7 @@ from __future__ import annotations
 #: validation split. ``"paper"``: the original MM dynamics recipe exactly (full batch,
 #: H=1000, dropout 0.5, min-max scaling fitted on the training cells, Adam 1e-4 / weight
 #: decay 1e-4, StepLR 500 / 0.2, no class weights, no early stopping, fixed epoch count).
+#: Both keep the full d x d feature gate (``gate_rank=None``).
 RECIPES: dict[str, dict] = {
     "default": {
         "n_hidden": 256,
@@ -14,6 +15,7 @@ RECIPES: dict[str, dict] = {
         "class_weights": "balanced",
         "confidence": "tcp",
         "modality_dropout": 0.0,
+        "gate_rank": None,
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "lr_step_size": None,
@@ -30,6 +32,7 @@ RECIPES: dict[str, dict] = {
         "class_weights": None,
         "confidence": "tcp",
         "modality_dropout": 0.0,
+        "gate_rank": None,
         "lr": 1e-4,
         "weight_decay": 1e-4,
         "lr_step_size": 500,
@@ -42,7 +45,7 @@ RECIPES: dict[str, dict] = {
 }
 
 MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights", "confidence",
-                 "modality_dropout")
+                 "modality_dropout", "gate_rank")
 
 
 def recipe_options(recipe: str, overrides: dict) -> dict:
