@@ -3,18 +3,24 @@
 from ._confidence import CONFIDENCE_OPTIONS, BoundedConfidenceHead, TCPConfidenceHead
 from ._feature_gate import FeatureGate
 from ._feature_scaler import FeatureScaler
+from ._image_encoder import ImageEncoder, as_float_images, random_flips
 from ._init import xavier_linear
 from ._low_rank_gate import LowRankFeatureGate
 from ._mmdynamics import MMDynamicsModule, ModalityBranch
+from ._patch_unet import PatchUNet
 
 __all__ = [
     "CONFIDENCE_OPTIONS",
     "BoundedConfidenceHead",
     "FeatureGate",
     "FeatureScaler",
+    "ImageEncoder",
     "LowRankFeatureGate",
     "MMDynamicsModule",
     "ModalityBranch",
+    "PatchUNet",
     "TCPConfidenceHead",
+    "as_float_images",
+    "random_flips",
     "xavier_linear",
 ]
