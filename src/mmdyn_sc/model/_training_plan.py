@@ -12,7 +12,8 @@ from ._registry_keys import unpack_batch
 class MMDynamicsTrainingPlan(pl.LightningModule):
     """Adam (optionally with StepLR) on the MM dynamics loss; logs losses and accuracy metrics.
 
-    Logged per epoch (into the model's ``history``): ``train_loss`` and each term
+    Logged per epoch (into the model's ``history``; under DDP, the mean over processes of
+    each process's share of the cells): ``train_loss`` and each term
     (``train_loss_fused``, ``train_loss_sparsity``, ``train_loss_confidence``,
     ``train_loss_modality``), ``train_accuracy``; with validation cells the same with
     ``validation_`` plus ``validation_f1_macro`` and ``validation_balanced_accuracy``.
@@ -83,7 +84,9 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
             scores = classification_metrics(y.cpu().numpy(), p.cpu().numpy())
             metrics["validation_f1_macro"] = scores["f1_macro"]
             metrics["validation_balanced_accuracy"] = scores["balanced_accuracy"]
-        self.log_dict(metrics, on_epoch=True, prog_bar=False)
+        # Under DDP each process sees its share of the cells: average across processes.
+        distributed = self.trainer.world_size > 1
+        self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=distributed)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
