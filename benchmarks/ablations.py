@@ -563,8 +563,7 @@ def run(dataset, args, specs, out_json):
                                split_seconds),
                 "command": command_line()}
         out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps({"meta": meta, "records": records}, indent=1,
-                                       default=float))
+        write_json(out_json, meta, records)
         return meta
 
     for split, train, test, split_seeds, info in splits(dataset, mdata, args.folds, only, seeds):
@@ -611,6 +610,13 @@ def run(dataset, args, specs, out_json):
         split_seconds[split] = time.perf_counter() - split_start
         save()
     return save(final=True), records
+
+
+def write_json(path, meta, records):
+    """``{"meta": ..., "records": [...]}`` with one record per line."""
+    body = ",\n".join(json.dumps(r, default=float) for r in records)
+    path.write_text(f'{{"meta": {json.dumps(meta, indent=1, default=float)},\n'
+                    f'"records": [\n{body}\n]}}\n')
 
 
 def notes(dataset, args, wall, final, splits_run, split_seconds):
