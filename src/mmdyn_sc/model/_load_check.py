@@ -6,12 +6,8 @@ from collections.abc import Mapping
 
 from mudata import MuData
 
+from .._data._validation import duplicate_names, examples
 from .._utils import layer_names
-
-
-def _preview(names: list[str], limit: int = 10) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return f"[{shown}{', ...' if len(names) > limit else ''}]"
 
 
 def compare_with_saved_setup(
@@ -62,16 +58,18 @@ def compare_with_saved_setup(
             )
         expected = list(setup["features"][mod])
         names = adata.var_names
-        if not names.is_unique:
-            dup = names[names.duplicated()].unique().tolist()
-            problems.append(f"modality {mod!r} has duplicate feature names {_preview(dup)}")
+        # As at prediction: only repeats of the model's own features are a problem.
+        wanted = set(expected)
+        repeated = [d for d in duplicate_names(names) if d in wanted]
+        if repeated:
+            problems.append(f"modality {mod!r} has duplicate feature names {examples(repeated)}")
             continue
-        present = names.get_indexer(expected) >= 0
-        missing = [f for f, ok in zip(expected, present, strict=True) if not ok]
+        available = set(names)
+        missing = [f for f in expected if f not in available]
         if missing:
             problems.append(
                 f"modality {mod!r} lacks {len(missing)} of the model's {len(expected)} "
-                f"features: {_preview(missing, 20)}"
+                f"features: {examples(missing, 20)}"
             )
             continue
         extra = len(names) - len(expected)
