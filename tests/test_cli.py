@@ -165,7 +165,7 @@ def test_subcommand_help(capsys):
                                        "--layers", "--max-epochs", "--recipe", "--progress",
                                        "--force", "--confidence", "--modality-dropout",
                                        "--gate-rank", "--checkpoint-dir", "--checkpoint-every",
-                                       "--resume"]),
+                                       "--resume", "--image-key", "--patch-size"]),
                              ("predict", ["--model-dir", "--out", "--key-added", "--force",
                                           "--unknown-threshold"])):
         with pytest.raises(SystemExit) as exit_info:

@@ -294,3 +294,59 @@ def test_loader_never_densifies_the_whole_matrix(bmmc, monkeypatch, feature_scal
     shapes.clear()
     model.predict(bmmc, batch_size=predict_batch)
     assert _max_rows(shapes) == predict_batch
+
+
+# ------------------------------------------------------------------ backed h5mu
+def _write_prepared_h5mu(mdata, path) -> None:
+    """``mdata`` with its prepared data as float32 CSR in X (what a backed file serves)."""
+    import mudata as md
+
+    mods = {}
+    for mod in mdata.mod:
+        adata = mdata[mod].copy()
+        adata.X = sparse.csr_matrix(adata.layers.pop("mmdyn_prepared"), dtype=np.float32)
+        mods[mod] = adata
+    out = md.MuData(mods)
+    out.obs["cell_type"] = mdata.obs["cell_type"].to_numpy()
+    out.write(path)
+
+
+def test_training_from_a_backed_h5mu_equals_in_memory(bmmc_donors, tmp_path, fast):
+    import mudata as md
+
+    from mmdyn_sc._data._chunks import is_backed
+
+    train, query = bmmc_donors
+    _write_prepared_h5mu(train, tmp_path / "train.h5mu")
+    _write_prepared_h5mu(query, tmp_path / "query.h5mu")
+    options = {**fast, "feature_scaling": "standard"}
+    in_memory = md.read_h5mu(tmp_path / "train.h5mu")
+    reference = ms.tl.fit(in_memory, "cell_type", **options)
+
+    backed = md.read_h5mu(tmp_path / "train.h5mu", backed=True)
+    assert is_backed(backed["rna"].X)
+    model = ms.tl.fit(backed, "cell_type", **options)
+    assert is_backed(model.adata["rna"].X)  # trained from disk, not loaded
+    for name, value in reference.module.state_dict().items():
+        assert torch.equal(value, model.module.state_dict()[name]), name
+    np.testing.assert_array_equal(backed.obsm["mmdyn_proba"].to_numpy(),
+                                  in_memory.obsm["mmdyn_proba"].to_numpy())
+    # A backed query predicts as the same query in memory.
+    query_backed = md.read_h5mu(tmp_path / "query.h5mu", backed=True)
+    np.testing.assert_array_equal(model.predict(query_backed, soft=True).to_numpy(),
+                                  reference.predict(md.read_h5mu(tmp_path / "query.h5mu"),
+                                                    soft=True).to_numpy())
+
+
+def test_a_backed_modality_the_loader_cannot_read_is_loaded_with_a_warning(bmmc, tmp_path,
+                                                                           caplog):
+    import mudata as md
+
+    _write_prepared_h5mu(bmmc, tmp_path / "all.h5mu")
+    backed = md.read_h5mu(tmp_path / "all.h5mu", backed=True)
+    keep = list(backed["rna"].var_names[: backed["rna"].n_vars // 2])
+    with caplog.at_level("WARNING", logger="mmdyn_sc"):
+        ms.MMDynamics.setup_mudata(backed, labels_key="cell_type",
+                                   features={"rna": keep, "prot": list(backed["prot"].var_names)})
+    assert "is backed but is read into memory" in caplog.text
+    assert "features differ" in caplog.text

@@ -181,13 +181,15 @@ def fit_command(args: argparse.Namespace) -> int:
         options["modality_dropout"] = args.modality_dropout
     if args.gate_rank is not None:
         options["gate_rank"] = args.gate_rank
+    if args.patch_size is not None:
+        options["image_options"] = {"patch_size": args.patch_size}
     if args.checkpoint_dir is not None:
         options.update(checkpoint_dir=str(args.checkpoint_dir), resume=args.resume,
                        checkpoint_every_n_epochs=args.checkpoint_every or 10)
     _info(f"fitting on {mdata.n_obs} cells (labels {args.labels!r}, recipe {args.recipe})")
     model = tl.fit(mdata, args.labels, modalities=args.modalities, layers=layers,
                    key_added=args.key_added, recipe=args.recipe, seed=args.seed,
-                   **options, **_quiet(args.progress))
+                   image_key=args.image_key, **options, **_quiet(args.progress))
     model.save(str(args.model_dir), overwrite=True)
     _info(f"saved model to {args.model_dir}")
     _write(mdata, args.out)
@@ -303,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--gate-rank", type=int, metavar="R",
                        help="low-rank feature gates (d -> R -> d) instead of the full d x d "
                        "gate, for modalities with thousands of features (default: full)")
+    p_fit.add_argument("--image-key", default="image", metavar="KEY",
+                       help="a modality whose .obsm holds KEY, (cells, channels, S, S) images, "
+                       "is an image modality (default: image)")
+    p_fit.add_argument("--patch-size", type=int, metavar="P",
+                       help="pixels per side of an image patch: the heatmap has one gate per "
+                       "patch (default: 8)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")

@@ -63,6 +63,11 @@ class Key:
             """Fused latent representation, array cells x sum of hidden sizes."""
             return f"{key}_latent"
 
+        @staticmethod
+        def heatmap(key: str = DEFAULT_KEY) -> str:
+            """In an image modality's ``.obsm``: patch gate per imaged cell (n, grid, grid)."""
+            return f"{key}_heatmap"
+
     class varm:
         """Entries of each modality's ``.varm``."""
 

@@ -6,7 +6,9 @@ private, fully paired MuData for the model: each modality's chosen layer, restri
 model's features (in the model's order), with one row per global cell (zeros where the cell
 lacks the modality) and a presence column per modality. Nothing is written into the user's
 object; float32 and float64 matrices are shared, not copied, whenever no reordering is
-needed (other numeric dtypes are converted to float32, other sparse formats to CSR).
+needed (other numeric dtypes are converted to float32, other sparse formats to CSR). A
+modality of an h5mu opened backed stays on disk when it is float CSR (or dense) over all
+cells in order with exactly the model's features: the loader then reads minibatches from disk.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import pandas as pd
 from mudata import MuData
 from scipy import sparse
 
-from .._utils import layer_names, mudata_options
+from .._utils import layer_names, logger, mudata_options
+from ._chunks import is_backed
+from ._images import (
+    ALIGNED_IMAGE_KEY,
+    absent_images,
+    check_image_modality,
+    check_image_size,
+    image_storage,
+    reindex_images,
+)
 from ._validation import (
     check_finite,
     check_modality_cells,
@@ -87,6 +98,28 @@ def _feature_indexer(adata: ad.AnnData, features: Sequence[str], mod: str, where
     return positions[idx]
 
 
+def _backed_or_loaded(matrix, aligned: bool, where: str):
+    """A backed (on-disk) matrix kept on disk when the loader can read it as it is.
+
+    That is CSR or dense, float32 or float64, with the modality's cells in ``mdata``'s order
+    and exactly the model's features: then minibatches are read from disk and nothing is
+    loaded whole. Otherwise the matrix is read into memory, with a warning saying why.
+    """
+    fmt = getattr(matrix, "format", "dense")
+    reasons = []
+    if not aligned:
+        reasons.append("its cells or features differ from the model's (order, subset)")
+    if fmt not in ("csr", "dense"):
+        reasons.append(f"it is {fmt.upper()}, not CSR")
+    if np.dtype(matrix.dtype) not in (np.float32, np.float64):
+        reasons.append(f"its dtype is {matrix.dtype}, not float32")
+    if not reasons:
+        return matrix
+    logger.warning("%s is backed but is read into memory: %s. Write it as float32 CSR with "
+                   "all cells in mdata order to train from disk.", where, "; ".join(reasons))
+    return matrix[:] if fmt == "dense" else matrix.to_memory()
+
+
 def _as_model_input(matrix):
     """``matrix`` as float32 (or float64) and, when sparse, CSR; shared when it is already so.
 
@@ -126,6 +159,29 @@ def _absent_modality(obs_names: pd.Index, features: Sequence[str]) -> ad.AnnData
     )
 
 
+def _image_modality(images, obs_names: pd.Index) -> ad.AnnData:
+    """An aligned image modality: no features, the images in ``obsm[ALIGNED_IMAGE_KEY]``."""
+    adata = ad.AnnData(
+        X=sparse.csr_matrix((len(obs_names), 0), dtype=np.float32),
+        obs=pd.DataFrame(index=obs_names.copy()),
+    )
+    adata.obsm[ALIGNED_IMAGE_KEY] = images
+    return adata
+
+
+def _align_images(adata: ad.AnnData, mod: str, spec: Mapping, obs_names: pd.Index):
+    """The image modality's images over the global cells, and the rows that have one."""
+    images = check_image_modality(adata, spec["obsm_key"], channels=spec.get("channels"))
+    check_image_size(images, f"modality {mod!r} obsm[{spec['obsm_key']!r}]",
+                     spec.get("image_size"))
+    images = image_storage(images)
+    rows = adata.obs_names.get_indexer(obs_names)
+    same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
+    if not same_rows:
+        images = reindex_images(images, rows, len(obs_names))
+    return _image_modality(images, obs_names), rows >= 0
+
+
 def align_mudata(
     mdata: MuData,
     modalities: Sequence[str],
@@ -133,6 +189,7 @@ def align_mudata(
     features: Mapping[str, Sequence[str]],
     label_codes: np.ndarray | None = None,
     absent: Sequence[str] = (),
+    images: Mapping[str, Mapping] | None = None,
 ) -> AlignedData:
     """Build the private, fully paired MuData that the model trains and predicts on.
 
@@ -151,14 +208,20 @@ def align_mudata(
     absent
         Modalities of ``modalities`` that ``mdata`` lacks altogether (a query without them):
         all-zero, absent for every cell.
+    images
+        Image modalities: per modality ``obsm_key``, ``channels`` and ``image_size`` (see
+        :func:`~mmdyn_sc._data._images.image_spec`). Their images, checked and stored as
+        ``uint8`` or ``float32``, go to ``obsm[ALIGNED_IMAGE_KEY]`` of an aligned modality
+        without features (zero images where a cell has none).
 
     Returns
     -------
     The aligned data and the presence mask.
     """
     measured = [m for m in modalities if m not in absent]
+    images = dict(images or {})
     check_unique_cells(mdata, measured)
-    check_modality_cells(mdata, measured, require_overlap=False)
+    check_modality_cells(mdata, measured, require_overlap=False, image_modalities=list(images))
     obs_names = mdata.obs_names
     n_cells = len(obs_names)
     obs = pd.DataFrame(index=obs_names.copy())
@@ -170,6 +233,15 @@ def align_mudata(
     present = np.zeros((n_cells, len(modalities)), dtype=bool)
     mods = {}
     for i, mod in enumerate(modalities):
+        if mod in images:
+            spec = images[mod]
+            if mod in absent:
+                mods[mod] = _image_modality(
+                    absent_images(n_cells, spec["channels"], spec["image_size"]), obs_names)
+            else:
+                mods[mod], present[:, i] = _align_images(mdata.mod[mod], mod, spec, obs_names)
+            obs[presence_column(i)] = present[:, i].astype(np.float32)
+            continue
         if mod in absent:
             mods[mod] = _absent_modality(obs_names, features[mod])
             obs[presence_column(i)] = np.zeros(n_cells, dtype=np.float32)
@@ -177,7 +249,7 @@ def align_mudata(
         adata = mdata.mod[mod]
         where = f"modality {mod!r}" + ("" if layers.get(mod) is None else f" layer {layers[mod]!r}")
         matrix = _get_matrix(adata, layers.get(mod), where)
-        if matrix.ndim != 2 or matrix.shape != adata.shape:
+        if len(matrix.shape) != 2 or matrix.shape != adata.shape:
             raise ValueError(
                 f"{where} must be a matrix of shape {adata.shape} (cells x features), got "
                 f"shape {matrix.shape}."
@@ -189,11 +261,13 @@ def align_mudata(
         rows = adata.obs_names.get_indexer(obs_names)
         present[:, i] = rows >= 0
         same_cols = len(cols) == adata.n_vars and np.array_equal(cols, np.arange(adata.n_vars))
+        same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
+        if is_backed(matrix):
+            matrix = _backed_or_loaded(matrix, same_rows and same_cols, where)
         if not same_cols:
             matrix = matrix[:, cols]
         check_finite(matrix, where)
         matrix = _as_model_input(matrix)
-        same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
         if not same_rows:
             matrix = _reindex_rows(matrix, rows, n_cells)
         mods[mod] = ad.AnnData(

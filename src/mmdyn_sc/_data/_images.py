@@ -135,3 +135,59 @@ def _check_values(images, where: str) -> None:
             f"[{bounds[0]}, {bounds[1]}]; {hint} (or build the modality with "
             "mmdyn_sc.pp.images_from_files / crops_from_image)."
         )
+
+
+#: ``.obsm`` key of the images in the model's private aligned copy (whatever the user's key).
+ALIGNED_IMAGE_KEY = "image"
+
+
+def image_spec(images, obsm_key: str) -> dict:
+    """What a model records about an image modality: ``obsm_key``, ``channels``, ``image_size``."""
+    return {"obsm_key": obsm_key, "channels": int(images.shape[1]),
+            "image_size": int(images.shape[2])}
+
+
+def check_image_size(images, where: str, image_size: int | None = None) -> None:
+    """Raise unless the images are square and, when given, ``image_size`` pixels per side."""
+    height, width = int(images.shape[2]), int(images.shape[3])
+    if height != width:
+        raise ValueError(
+            f"{where} holds {height} x {width} images; the model needs square images (resize "
+            "or pad them, e.g. with mmdyn_sc.pp.images_from_files(..., size=64))."
+        )
+    if image_size is not None and height != image_size:
+        raise ValueError(
+            f"{where} holds {height} x {width} images but the model was trained on "
+            f"{image_size} x {image_size}; bring them to that size (e.g. "
+            f"mmdyn_sc.pp.images_from_files(..., size={image_size}))."
+        )
+
+
+def image_storage(images) -> np.ndarray:
+    """Images as the model stores them: ``uint8`` or ``float32``, shared when already so.
+
+    float64 is converted to float32 in chunks (never a whole float64 copy); other integer
+    types (checked to lie in 0..255 by :func:`check_image_modality`) become ``uint8``.
+    """
+    dtype = np.dtype(images.dtype)
+    if dtype in (np.uint8, np.float32) and isinstance(images, np.ndarray):
+        return images
+    target = np.float32 if dtype.kind == "f" else np.uint8
+    out = np.empty(images.shape, dtype=target)
+    for start in range(0, images.shape[0], _CHUNK):
+        out[start : start + _CHUNK] = np.asarray(images[start : start + _CHUNK])
+    return out
+
+
+def reindex_images(images: np.ndarray, rows: np.ndarray, n_cells: int) -> np.ndarray:
+    """Images placed at the global cells' positions; zero images where ``rows < 0``."""
+    present = rows >= 0
+    out = np.zeros((n_cells, *images.shape[1:]), dtype=images.dtype)
+    out[present] = images[rows[present]]
+    return out
+
+
+def absent_images(n_cells: int, channels: int, image_size: int) -> np.ndarray:
+    """A read-only all-zero image array (n_cells, C, S, S) that takes no memory per cell."""
+    return np.broadcast_to(np.zeros((1, channels, image_size, image_size), dtype=np.uint8),
+                           (n_cells, channels, image_size, image_size))

@@ -73,7 +73,10 @@ def check_unique_features(names: pd.Index, mod: str, among: Sequence[str] | None
 
 
 def check_modality_cells(
-    mdata: MuData, modalities: Sequence[str], require_overlap: bool = True
+    mdata: MuData,
+    modalities: Sequence[str],
+    require_overlap: bool = True,
+    image_modalities: Sequence[str] = (),
 ) -> None:
     """Raise if a modality is empty, holds none of ``mdata``'s cells, or shares no cell.
 
@@ -98,7 +101,7 @@ def check_modality_cells(
                 f"Modality {mod!r} has no cells (0 observations), so it shares no cells with "
                 "mdata.obs_names; drop it or pass modalities=[...] without it."
             )
-        if adata.n_vars == 0:
+        if adata.n_vars == 0 and mod not in image_modalities:
             raise ValueError(
                 f"Modality {mod!r} has no features (0 variables); drop it or pass "
                 "modalities=[...] without it."
@@ -184,16 +187,22 @@ def check_numeric(matrix, where: str) -> None:
 
 
 def check_finite(matrix, where: str) -> None:
-    """Raise if ``matrix`` (dense or sparse) is not numeric or holds NaN or infinite values."""
+    """Raise if ``matrix`` (dense, sparse or backed) is not numeric or holds NaN or inf.
+
+    A backed (on-disk) matrix is read in blocks of rows.
+    """
+    from ._chunks import is_backed, row_blocks
+
     check_numeric(matrix, where)
-    values = _values(matrix)
-    if np.issubdtype(values.dtype, np.floating):
-        bad = ~np.isfinite(values)
-        if bad.any():
-            raise ValueError(
-                f"{where} contains {int(bad.sum())} NaN or infinite value(s); "
-                "impute or drop them before fitting."
-            )
+    if not np.issubdtype(np.dtype(matrix.dtype), np.floating):
+        return
+    blocks = row_blocks(matrix) if is_backed(matrix) else [matrix]
+    n_bad = sum(int((~np.isfinite(_values(block))).sum()) for block in blocks)
+    if n_bad:
+        raise ValueError(
+            f"{where} contains {n_bad} NaN or infinite value(s); "
+            "impute or drop them before fitting."
+        )
 
 
 def check_nonnegative(matrix, where: str) -> None:

@@ -5,34 +5,45 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .._data._chunks import row_blocks
+
 SCALINGS = (None, "minmax", "standard")
 
 
 def fit_scaling(matrix, rows: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Return (shift, scale) so that ``(x - shift) / scale`` is min-max or z-scored on ``rows``.
 
-    ``rows`` are the training cells that have the modality. Works on sparse matrices without
-    densifying them.
+    ``rows`` are the training cells that have the modality. Reads the rows in blocks
+    (:func:`~mmdyn_sc._data._chunks.row_blocks`), so a sparse matrix is never densified, a
+    dense one is never copied whole at float64, and a backed (on-disk) one is read block by
+    block. Sums are accumulated in float64.
     """
     if method not in SCALINGS:
         raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {method!r}.")
     n_features = matrix.shape[1]
     if method is None or len(rows) == 0:
         return np.zeros(n_features), np.ones(n_features)
-    sub = matrix[rows]
     if method == "minmax":
-        if sparse.issparse(sub):
-            low = sub.min(axis=0).toarray().ravel()
-            high = sub.max(axis=0).toarray().ravel()
-        else:
-            low, high = np.min(sub, axis=0), np.max(sub, axis=0)
-        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        low, high = np.full(n_features, np.inf), np.full(n_features, -np.inf)
+        for block in row_blocks(matrix, rows):
+            if sparse.issparse(block):
+                block_low = block.min(axis=0).toarray().ravel()
+                block_high = block.max(axis=0).toarray().ravel()
+            else:
+                block_low, block_high = block.min(axis=0), block.max(axis=0)
+            low = np.minimum(low, np.asarray(block_low, dtype=np.float64))
+            high = np.maximum(high, np.asarray(block_high, dtype=np.float64))
         return low, high - low
-    if sparse.issparse(sub):
-        mean = np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
-        mean_sq = np.asarray(sub.multiply(sub).mean(axis=0), dtype=np.float64).ravel()
-        std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
-    else:
-        sub = np.asarray(sub, dtype=np.float64)
-        mean, std = sub.mean(axis=0), sub.std(axis=0)
+    total, total_sq = np.zeros(n_features), np.zeros(n_features)
+    for block in row_blocks(matrix, rows):
+        if sparse.issparse(block):
+            block = block.astype(np.float64)
+            total += np.asarray(block.sum(axis=0)).ravel()
+            total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
+        else:
+            block = block.astype(np.float64)
+            total += block.sum(axis=0)
+            total_sq += np.square(block).sum(axis=0)
+    mean = total / len(rows)
+    std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
     return mean, std

@@ -7,6 +7,9 @@ import hashlib
 import numpy as np
 from scipy import sparse
 
+from .._data._chunks import is_backed, row_blocks
+from .._data._images import ALIGNED_IMAGE_KEY
+
 
 def _digest(*arrays) -> str:
     h = hashlib.sha1()
@@ -16,6 +19,11 @@ def _digest(*arrays) -> str:
 
 
 def _matrix_digest(matrix) -> str:
+    if is_backed(matrix):  # read from disk block by block
+        h = hashlib.sha1()
+        for block in row_blocks(matrix):
+            h.update(_matrix_digest(block).encode())
+        return h.hexdigest()[:16]
     if sparse.issparse(matrix):
         matrix = sparse.csr_matrix(matrix)
         return _digest(matrix.data, matrix.indices, matrix.indptr, np.asarray(matrix.shape))
@@ -40,5 +48,7 @@ def run_fingerprint(model, train_idx, val_idx, train_params: dict) -> dict[str, 
         "training settings": repr(sorted((k, repr(v)) for k, v in train_params.items())),
     }
     for mod in model.modalities_:
-        out[f"data of {mod!r}"] = _matrix_digest(model.adata.mod[mod].X)
+        adata = model.adata.mod[mod]
+        data = adata.obsm[ALIGNED_IMAGE_KEY] if mod in model.images_ else adata.X
+        out[f"data of {mod!r}"] = _matrix_digest(data)
     return out

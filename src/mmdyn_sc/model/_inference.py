@@ -37,6 +37,10 @@ class InferenceResult:
         ``None`` when the model has no feature gates; only cells with the modality count.
     gate_counts
         Per modality, number of such cells per predicted class (C,).
+    heatmaps
+        Per modality, the patch gate of every cell (n, grid, grid) as float32 for image
+        modalities with FI (cells without the image get the gate of a blank image), else
+        ``None``.
     """
 
     proba: np.ndarray
@@ -48,6 +52,7 @@ class InferenceResult:
     latent: np.ndarray
     gate_sums: list[np.ndarray | None]
     gate_counts: list[np.ndarray]
+    heatmaps: list[np.ndarray | None] | None = None
 
 
 def _stack(values, n_cells: int, fill: float | None) -> np.ndarray | None:
@@ -70,6 +75,7 @@ def run_inference(module, loader, n_modalities: int, n_classes: int) -> Inferenc
     device = module.device
     proba, weights, present_all, latent, confidence, tcp_hat = [], [], [], [], [], []
     modality_proba = [[] for _ in range(n_modalities)]
+    heatmaps = [[] for _ in range(n_modalities)]
     gate_sums: list[np.ndarray | None] = [None] * n_modalities
     gate_counts = [np.zeros(n_classes) for _ in range(n_modalities)]
     for batch in loader:
@@ -81,6 +87,9 @@ def run_inference(module, loader, n_modalities: int, n_classes: int) -> Inferenc
         predicted = p.argmax(dim=1)
         one_hot = torch.nn.functional.one_hot(predicted, n_classes).to(p.dtype)
         for m in range(n_modalities):
+            heatmap = out["heatmaps"][m]
+            if heatmap is not None:
+                heatmaps[m].append(heatmap.float().cpu().numpy())
             modality_proba[m].append(torch.softmax(out["modality_logits"][m], 1).cpu().numpy())
             members = one_hot * present[:, m : m + 1].to(p.dtype)
             gate_counts[m] += members.sum(0).cpu().numpy()
@@ -105,4 +114,5 @@ def run_inference(module, loader, n_modalities: int, n_classes: int) -> Inferenc
         latent=np.concatenate(latent),
         gate_sums=gate_sums,
         gate_counts=gate_counts,
+        heatmaps=[np.concatenate(h) if h else None for h in heatmaps],
     )

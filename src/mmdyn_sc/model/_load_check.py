@@ -50,6 +50,12 @@ def compare_with_saved_setup(
         if mod in missing_mods:
             continue
         adata = mdata.mod[mod]
+        images = (setup.get("images") or {}).get(mod)
+        if images is not None:
+            problem = _image_problem(adata, mod, images)
+            if problem:
+                problems.append(problem)
+            continue
         layer = (setup.get("layers") or {}).get(mod)
         if layer is not None and layer not in adata.layers:
             problems.append(
@@ -81,6 +87,20 @@ def compare_with_saved_setup(
                 notes.append(f"modality {mod!r}: features are in another order; matched by "
                              "name")
     return problems, notes
+
+
+def _image_problem(adata, mod: str, spec: Mapping) -> str | None:
+    """How the image modality ``mod`` differs from the images the model was trained on."""
+    key = spec["obsm_key"]
+    if key not in adata.obsm:
+        return (f"image modality {mod!r} has no obsm[{key!r}] (obsm keys: "
+                f"{[str(k) for k in adata.obsm.keys()]})")
+    shape = tuple(getattr(adata.obsm[key], "shape", ()))
+    expected = (spec["channels"], spec["image_size"], spec["image_size"])
+    if shape[1:] != expected:
+        return (f"image modality {mod!r} holds images of shape {shape[1:]} (channels, H, W); "
+                f"the model was trained on {expected}")
+    return None
 
 
 def mismatch_error(dir_path, problems: list[str]) -> ValueError:

@@ -6,6 +6,7 @@ import logging
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
 from .._data import LABELS_COLUMN, AlignedData, align_mudata, presence_column
+from .._data._images import ALIGNED_IMAGE_KEY, IMAGE_KEY
 from .._utils import logger
 from ..module import MMDynamicsModule
 from ..module._low_rank_gate import check_gate_rank
@@ -43,6 +45,18 @@ def is_ddp_strategy(strategy) -> bool:
     from lightning.pytorch.strategies import DDPStrategy
 
     return isinstance(strategy, DDPStrategy)
+
+
+@contextmanager
+def quiet_scvi():
+    """scvi-tools' INFO messages off for the duration (its logger at WARNING)."""
+    scvi_logger = logging.getLogger("scvi")
+    level = scvi_logger.level
+    scvi_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        scvi_logger.setLevel(level)
 
 
 def _package_version() -> str:
@@ -98,6 +112,21 @@ class MMDynamics(BaseModelClass):
         be below the modality's feature count). A rank r gives the low-rank gate
         ``sigmoid(B (A x))`` with ``A`` d -> r and ``B`` r -> d: O(d r) parameters instead
         of O(d^2), for modalities with thousands of features. Ignored without FI.
+    image_options
+        Options of the image branches (image MM dynamics, see
+        :class:`~mmdyn_sc.module.ImageBranch`), defaults in
+        :data:`~mmdyn_sc.module.DEFAULT_IMAGE_OPTIONS`: ``patch_size`` (8: an 8 x 8 heatmap
+        grid on 64 x 64 images), ``encoder_depth`` and ``encoder_width`` (the study's CNN: 2
+        conv + pool blocks from 32 channels), ``encoder_fc`` (128), ``unet_channels`` (16)
+        and ``unet_depth`` (2). The image side must be divisible by ``patch_size``, by
+        ``2**unet_depth`` and by ``2**encoder_depth``.
+
+    Notes
+    -----
+    An image modality (``.obsm[image_key]`` with (n_cells, C, H, W) images, see
+    :meth:`setup_mudata`) gets a branch of its own: with FI a compact U-net scores each
+    patch and gates the image, a small CNN encodes it, and its latent joins the others in
+    the same fusion, MI and losses. Images are flipped at random in training only.
 
     Examples
     --------
@@ -128,6 +157,7 @@ class MMDynamics(BaseModelClass):
         confidence: str = "tcp",
         modality_dropout: float = 0.0,
         gate_rank: int | Mapping[str, int | None] | None = None,
+        image_options: Mapping[str, int] | None = None,
     ):
         aligned = self._aligned_for(mdata)
         super().__init__(aligned.mdata)
@@ -141,6 +171,7 @@ class MMDynamics(BaseModelClass):
         self.modalities_ = list(setup["modalities"])
         self.classes_ = list(setup["classes"])
         self.features_ = {m: list(f) for m, f in setup["features"].items()}
+        self.images_ = {m: dict(spec) for m, spec in (setup.get("images") or {}).items()}
         self.mmdyn_sc_version_ = _package_version()
         hidden = self._hidden_sizes(n_hidden)
         ranks = self._gate_ranks(gate_rank)
@@ -157,6 +188,8 @@ class MMDynamics(BaseModelClass):
             confidence=confidence,
             modality_dropout=modality_dropout,
             gate_rank=[ranks[m] for m in self.modalities_],
+            images=[self.images_.get(m) for m in self.modalities_],
+            image_options=image_options,
         )
         self.module.on_load = lambda model, **kwargs: None  # scvi-tools' load hook
         self._present = aligned.present
@@ -166,6 +199,7 @@ class MMDynamics(BaseModelClass):
             f"MI={modality_informativeness}, confidence={confidence!r}, "
             f"modality_dropout={modality_dropout}, "
             f"gate_rank={[ranks[m] for m in self.modalities_]}"
+            + (f", images {self.images_}" if self.images_ else "")
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -180,6 +214,8 @@ class MMDynamics(BaseModelClass):
         mask_var: Mapping[str, str] | None = None,
         features: Mapping[str, Sequence[str]] | None = None,
         classes: Sequence[str] | None = None,
+        image_key: str = IMAGE_KEY,
+        images: Mapping[str, Mapping] | None = None,
         **kwargs,
     ) -> None:
         """Register a MuData for :class:`MMDynamics`.
@@ -207,32 +243,44 @@ class MMDynamics(BaseModelClass):
             model is loaded onto new data).
         classes
             Explicit class list (used when a trained model is loaded onto new data).
+        image_key
+            A modality whose ``.obsm`` holds this key is an image modality: its images, an
+            array (n_cells, channels, H, W) of ``uint8`` (0..255) or float in [0, 1] with
+            square H = W, are what the model reads (its ``.X`` may have no features). See
+            :func:`mmdyn_sc.pp.images_from_files`.
+        images
+            Explicit image modalities, ``{mod: {"obsm_key", "channels", "image_size"}}`` (used
+            when a trained model is loaded onto new data).
         """
         source_registry = kwargs.pop("source_registry", None)
         resolved = resolve_setup(
             mdata, labels_key, modalities, layers, mask_var, features, classes,
-            labels_required=source_registry is None,
+            labels_required=source_registry is None, image_key=image_key, images=images,
         )
         aligned = align_mudata(
             mdata, resolved["modalities"], resolved["layers"], resolved["features"],
-            resolved["label_codes"], absent=resolved["absent"],
+            resolved["label_codes"], absent=resolved["absent"], images=resolved["images"],
         )
         # Record the resolved values, so the setup replays identically on new data.
         modalities = resolved["modalities"]
         layers = resolved["layers"]
         features = resolved["features"]
         classes = resolved["classes"]
+        images = resolved["images"]
         setup_method_args = cls._get_setup_method_args(
             cls=cls, mdata=mdata, labels_key=labels_key, modalities=modalities, layers=layers,
             mask_var=dict(mask_var or {}), features=features, classes=classes,
+            image_key=image_key, images=images,
         )
         manager = AnnDataManager(
-            fields=cls._fields(len(modalities), modalities), setup_method_args=setup_method_args
+            fields=cls._fields(modalities, images), setup_method_args=setup_method_args
         )
-        if source_registry is not None:
-            manager.register_fields(aligned.mdata, source_registry=source_registry, **kwargs)
-        else:
-            manager.register_fields(aligned.mdata, **kwargs)
+        with quiet_scvi():  # "Generating sequential column names" for every image field
+            if source_registry is not None:
+                manager.register_fields(aligned.mdata, source_registry=source_registry,
+                                        **kwargs)
+            else:
+                manager.register_fields(aligned.mdata, **kwargs)
         cls.register_manager(manager)
         key = id(mdata)
         cls._aligned_store[key] = (weakref.ref(mdata), aligned)
@@ -248,14 +296,16 @@ class MMDynamics(BaseModelClass):
         raise NotImplementedError("MMDynamics works on MuData; use MMDynamics.setup_mudata.")
 
     @staticmethod
-    def _fields(n_modalities: int, modalities: Sequence[str]) -> list:
+    def _fields(modalities: Sequence[str], images: Mapping[str, Mapping]) -> list:
         mod_fields = []
         for i, mod in enumerate(modalities):
-            mod_fields.append(
-                fields.MuDataLayerField(
-                    rk.modality_x(i), None, mod_key=mod, is_count_data=False, mod_required=True
-                )
-            )
+            if mod in images:
+                field = fields.MuDataObsmField(rk.modality_x(i), ALIGNED_IMAGE_KEY, mod_key=mod,
+                                               is_count_data=False, mod_required=True)
+            else:
+                field = fields.MuDataLayerField(rk.modality_x(i), None, mod_key=mod,
+                                                is_count_data=False, mod_required=True)
+            mod_fields.append(field)
             mod_fields.append(fields.MuDataNumericalObsField(rk.modality_present(i),
                                                              presence_column(i)))
         return mod_fields + [fields.MuDataNumericalObsField(rk.LABELS, LABELS_COLUMN)]
@@ -309,7 +359,13 @@ class MMDynamics(BaseModelClass):
                 and gate_rank >= len(self.features_[m]) else gate_rank
                 for m in self.modalities_
             }
+        with_rank = [m for m in self.images_ if ranks[m] is not None]
+        if with_rank:
+            raise ValueError(f"gate_rank names image modalities {with_rank}: their gate is the "
+                             "patch gate (see image_options), which has no rank.")
         for mod, rank in ranks.items():
+            if mod in self.images_:
+                continue
             ranks[mod] = check_gate_rank(rank, len(self.features_[mod]), f" of modality {mod!r}")
         return ranks
 
@@ -326,7 +382,7 @@ class MMDynamics(BaseModelClass):
         setup = self.adata_manager.registry["setup_args"]
         resolved = resolve_setup(
             mdata, setup["labels_key"], self.modalities_, setup["layers"], None,
-            self.features_, self.classes_, labels_required=False,
+            self.features_, self.classes_, labels_required=False, images=self.images_,
         )
         if resolved["absent"]:
             used = [m for m in self.modalities_ if m not in resolved["absent"]]
@@ -334,15 +390,30 @@ class MMDynamics(BaseModelClass):
                            resolved["absent"], used)
         aligned = align_mudata(
             mdata, self.modalities_, resolved["layers"], self.features_, resolved["label_codes"],
-            absent=resolved["absent"],
+            absent=resolved["absent"], images=self.images_,
         )
-        scvi_logger = logging.getLogger("scvi")
-        level = scvi_logger.level
-        scvi_logger.setLevel(logging.WARNING)  # "attempting to transfer setup" on every query
-        try:
+        with quiet_scvi():  # "attempting to transfer setup" on every query
             return self._validate_anndata(aligned.mdata)
-        finally:
-            scvi_logger.setLevel(level)
+
+    def _loader_kwargs(self, aligned: MuData) -> dict:
+        """Data loader options: image modalities keep their stored dtype per minibatch.
+
+        ``uint8`` or ``float32`` instead of scvi-tools' float32, so that the branch knows to
+        divide 8-bit images by 255.
+        """
+        if not self.images_:
+            return {}
+        try:
+            from scvi.data._utils import registry_key_to_default_dtype
+        except ImportError:  # pragma: no cover - scvi-tools moved it
+            def registry_key_to_default_dtype(key):
+                return np.int64 if key == rk.LABELS else np.float32
+        manager = self.get_anndata_manager(aligned, required=True)
+        dtypes = {key: registry_key_to_default_dtype(key) for key in manager.data_registry}
+        for i, mod in enumerate(self.modalities_):
+            if mod in self.images_:
+                dtypes[rk.modality_x(i)] = aligned.mod[mod].obsm[ALIGNED_IMAGE_KEY].dtype.type
+        return {"data_and_attributes": dtypes}
 
     # ------------------------------------------------------------------ training
     def train(
@@ -463,7 +534,7 @@ class MMDynamics(BaseModelClass):
         }
         self._add_checkpointing(trainer_kwargs, checkpoint_dir, checkpoint_every_n_epochs,
                                 resume, train_idx, val_idx, train_params)
-        datasplitter_kwargs = dict(datasplitter_kwargs or {})
+        datasplitter_kwargs = {**self._loader_kwargs(self.adata), **(datasplitter_kwargs or {})}
         if is_ddp_strategy(trainer_kwargs.get("strategy")):
             # Without it, Lightning would replace scvi-tools' batch sampler by one of single
             # cells; with it, each process draws whole minibatches of its own share.
@@ -526,6 +597,8 @@ class MMDynamics(BaseModelClass):
     def _fit_preprocessing(self, train_idx: np.ndarray) -> None:
         """Fit feature scaling and class weights on the training cells."""
         for m, mod in enumerate(self.modalities_):
+            if mod in self.images_:  # images are read in [0, 1], not scaled
+                continue
             rows = train_idx[self._present[train_idx, m]]
             shift, scale = fit_scaling(self.adata.mod[mod].X, rows, self.feature_scaling)
             self.module.branches[m].scaler.set(shift, scale)
@@ -541,7 +614,8 @@ class MMDynamics(BaseModelClass):
         """Run the trained model over every cell of ``mdata`` (default: the training data)."""
         self._check_if_trained(warn=False)
         aligned = self._align_query(mdata)
-        loader = self._make_data_loader(adata=aligned, batch_size=batch_size, shuffle=False)
+        loader = self._make_data_loader(adata=aligned, batch_size=batch_size, shuffle=False,
+                                        **self._loader_kwargs(aligned))
         result = run_inference(self.module, loader, len(self.modalities_), len(self.classes_))
         if aligned is not self.adata:
             # Forget the query's manager: repeated predictions must not pile up copies.
@@ -604,9 +678,15 @@ class MMDynamics(BaseModelClass):
         return self.feature_weight_frames(self.infer(mdata, batch_size))
 
     def feature_weight_frames(self, result: InferenceResult) -> dict[str, pd.DataFrame]:
-        """Per modality, the mean gate per predicted class from ``result`` (NaN: no such cell)."""
+        """Per tabular modality, the mean gate per predicted class from ``result``.
+
+        NaN where no cell was predicted as the class; image modalities have per-cell
+        heatmaps (``result.heatmaps``) instead.
+        """
         frames = {}
         for m, mod in enumerate(self.modalities_):
+            if mod in self.images_:  # patch heatmaps per cell instead: result.heatmaps
+                continue
             counts = result.gate_counts[m]
             if result.gate_sums[m] is None:
                 values = np.where(counts[:, None] > 0, 1.0, np.nan) * np.ones(

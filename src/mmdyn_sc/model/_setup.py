@@ -9,6 +9,7 @@ import pandas as pd
 from mudata import MuData
 
 from .._data import check_modalities
+from .._data._images import IMAGE_KEY, check_image_modality, check_image_size, image_spec
 from .._data._labels import class_list, encode_labels, resolve_labels
 from .._data._validation import (
     check_modality_cells,
@@ -21,17 +22,63 @@ from .._keys import PREPARED_LAYER
 from .._utils import layer_names, logger
 
 
+def resolve_images(
+    mdata: MuData,
+    modalities: Sequence[str],
+    image_key: str = IMAGE_KEY,
+    images: Mapping[str, Mapping] | None = None,
+) -> dict[str, dict]:
+    """Image modalities and what the model reads from each (see ``image_spec``).
+
+    Without ``images`` (training), a modality is an image modality when its ``.obsm`` holds
+    ``image_key``; its images are checked (4-D, numeric, in range, square). With ``images``
+    (a trained model's record), exactly those modalities are image modalities, and each one
+    present in ``mdata`` must hold images of the recorded channel count and size.
+    """
+    if images is not None:
+        resolved = {m: dict(spec) for m, spec in images.items() if m in modalities}
+        for mod, spec in resolved.items():
+            if mod in mdata.mod:
+                found = check_image_modality(mdata.mod[mod], spec["obsm_key"],
+                                             channels=spec["channels"])
+                check_image_size(found, f"modality {mod!r} obsm[{spec['obsm_key']!r}]",
+                                 spec["image_size"])
+        return resolved
+    if not isinstance(image_key, str) or not image_key:
+        raise ValueError(f"image_key must be a non-empty string, got {image_key!r}.")
+    resolved = {}
+    for mod in modalities:
+        adata = mdata.mod[mod]
+        if image_key in adata.obsm:
+            found = check_image_modality(adata, image_key)
+            check_image_size(found, f"modality {mod!r} obsm[{image_key!r}]")
+            resolved[mod] = image_spec(found, image_key)
+    return resolved
+
+
 def resolve_layers(
-    mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None] | None
+    mdata: MuData,
+    modalities: Sequence[str],
+    layers: Mapping[str, str | None] | None,
+    image_modalities: Sequence[str] = (),
 ) -> dict[str, str | None]:
-    """Layer per modality: as given, else the layer of :func:`mmdyn_sc.pp.prepare`, else X."""
+    """Layer per modality: as given, else the layer of :func:`mmdyn_sc.pp.prepare`, else X.
+
+    Image modalities read ``.obsm``: they take no layer.
+    """
     layers = dict(layers or {})
     unknown = set(layers) - set(modalities)
     if unknown:
         raise KeyError(f"layers names modalities that are not used: {sorted(unknown)}.")
+    given_for_images = [m for m in image_modalities if layers.get(m) is not None]
+    if given_for_images:
+        raise ValueError(f"layers names image modalities {given_for_images}; their images are "
+                         "read from .obsm (see image_key), not from a layer.")
     resolved = {}
     for mod in modalities:
-        if mod in layers:
+        if mod in image_modalities:
+            layer = None
+        elif mod in layers:
             layer = layers[mod]
             if layer is not None and layer not in mdata.mod[mod].layers:
                 raise KeyError(
@@ -48,15 +95,27 @@ def resolve_layers(
 
 
 def resolve_features(
-    mdata: MuData, modalities: Sequence[str], mask_var: Mapping[str, str] | None
+    mdata: MuData,
+    modalities: Sequence[str],
+    mask_var: Mapping[str, str] | None,
+    image_modalities: Sequence[str] = (),
 ) -> dict[str, list[str]]:
-    """Feature names per modality, restricted to ``var[mask_var[mod]]`` where given."""
+    """Feature names per modality, restricted to ``var[mask_var[mod]]`` where given.
+
+    Image modalities have none (an empty list): the model reads their images.
+    """
     mask_var = dict(mask_var or {})
     unknown = set(mask_var) - set(modalities)
     if unknown:
         raise KeyError(f"mask_var names modalities that are not used: {sorted(unknown)}.")
     features = {}
     for mod in modalities:
+        if mod in image_modalities:
+            if mod in mask_var:
+                raise ValueError(f"mask_var names the image modality {mod!r}, which has no "
+                                 "features to select.")
+            features[mod] = []
+            continue
         adata = mdata.mod[mod]
         if adata.n_vars == 0:
             raise ValueError(f"Modality {mod!r} has no features (0 variables).")
@@ -130,17 +189,21 @@ def resolve_setup(
     features: Mapping[str, Sequence[str]] | None,
     classes: Sequence[str] | None,
     labels_required: bool = True,
+    image_key: str = IMAGE_KEY,
+    images: Mapping[str, Mapping] | None = None,
 ) -> dict:
     """Everything a model needs to read ``mdata``, resolved and checked.
 
     ``labels_required`` is True for training data: then the label column must exist and the
     modalities must share cells (see :func:`~mmdyn_sc._data._validation.check_modality_cells`).
-    For query data (False) each cell may hold any subset of the modalities.
+    For query data (False) each cell may hold any subset of the modalities. ``image_key`` and
+    ``images``: see :func:`resolve_images`.
 
     Returns
     -------
-    dict with ``modalities``, ``layers``, ``features``, ``classes`` (all explicit, so that the
-    same setup can be replayed on new data) and ``label_codes`` (per global cell, -1 unlabeled).
+    dict with ``modalities``, ``layers``, ``features``, ``classes``, ``images`` (all explicit,
+    so that the same setup can be replayed on new data), ``absent`` (modalities of a trained
+    model that the query lacks) and ``label_codes`` (per global cell, -1 unlabeled).
 
     Raises
     ------
@@ -164,20 +227,25 @@ def resolve_setup(
     all_modalities = list(modalities) if modalities is not None else None
     modalities = check_modalities(mdata, [m for m in all_modalities if m not in absent]
                                   if all_modalities is not None else None)
+    images = resolve_images(mdata, all_modalities if images is not None else modalities,
+                            image_key, images)
     check_unique_cells(mdata, modalities)
-    check_modality_cells(mdata, modalities, require_overlap=labels_required)
+    check_modality_cells(mdata, modalities, require_overlap=labels_required,
+                         image_modalities=list(images))
     given_layers, given_features = dict(layers or {}), features
     if absent and layers is not None:
         layers = {m: layer for m, layer in given_layers.items() if m not in absent}
-    layers = resolve_layers(mdata, modalities, layers)
+    layers = resolve_layers(mdata, modalities, layers, list(images))
     if features is None:
-        features = resolve_features(mdata, modalities, mask_var)
+        features = resolve_features(mdata, modalities, mask_var, list(images))
     else:
         missing_mods = [m for m in modalities if m not in features]
         if missing_mods:
             raise KeyError(f"features lacks modalities {missing_mods}.")
         features = {m: [str(f) for f in features[m]] for m in modalities}
         for mod in modalities:
+            if mod in images:
+                continue
             if not features[mod]:
                 raise ValueError(f"features[{mod!r}] is empty.")
             repeated = duplicate_names(pd.Index(features[mod]))
@@ -195,5 +263,6 @@ def resolve_setup(
         "layers": layers,
         "features": features,
         "classes": classes,
+        "images": images,
         "label_codes": label_codes,
     }

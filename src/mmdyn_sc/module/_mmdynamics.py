@@ -19,6 +19,8 @@ from ._confidence import (
 from ._energy import energy_weights
 from ._feature_gate import make_feature_gate
 from ._feature_scaler import FeatureScaler
+from ._image_branch import ImageBranch
+from ._image_branch import image_options as _image_options
 from ._init import xavier_linear
 from ._modality_dropout import check_modality_dropout, sample_fusion_mask
 from ._pdf import pdf_weights
@@ -147,6 +149,13 @@ class MMDynamicsModule(nn.Module):
         original), one int for every modality, or one entry (int or ``None``) per modality.
         A rank r (``1 <= r < d``) gives the low-rank gate ``sigmoid(B (A x))``, O(d r).
         Ignored without FI.
+    images
+        One entry per modality: ``None`` for a tabular modality, or a mapping with
+        ``channels`` and ``image_size`` for an image modality, which gets an
+        :class:`~mmdyn_sc.module.ImageBranch` (its ``n_features`` entry is ignored).
+    image_options
+        Options of every image branch (see :data:`DEFAULT_IMAGE_OPTIONS`), e.g.
+        ``{"patch_size": 8, "encoder_depth": 2, "encoder_width": 32}``.
     """
 
     def __init__(
@@ -162,6 +171,8 @@ class MMDynamicsModule(nn.Module):
         confidence: str = "tcp",
         modality_dropout: float = 0.0,
         gate_rank: int | Sequence[int | None] | None = None,
+        images: Sequence[Mapping | None] | None = None,
+        image_options: Mapping | None = None,
     ):
         super().__init__()
         self.confidence = check_confidence_option(confidence)
@@ -178,10 +189,18 @@ class MMDynamicsModule(nn.Module):
         self.feature_informativeness = feature_informativeness
         self.modality_informativeness = modality_informativeness
         ranks = _per_modality(gate_rank, len(n_features))
+        images = [None] * len(n_features) if images is None else list(images)
+        if len(images) != len(n_features):
+            raise ValueError("images needs one entry (None for a tabular modality) per modality.")
+        self.image_options = _image_options(image_options)
         self.branches = nn.ModuleList(
             ModalityBranch(d, h, n_classes, dropout, feature_informativeness,
                            modality_informativeness, confidence, gate_rank=r)
-            for d, h, r in zip(n_features, n_hidden, ranks, strict=True)
+            if image is None else
+            ImageBranch(int(image["channels"]), int(image["image_size"]), h, n_classes,
+                        dropout, feature_informativeness, modality_informativeness, confidence,
+                        self.image_options)
+            for d, h, r, image in zip(n_features, n_hidden, ranks, images, strict=True)
         )
         self.fused_classifier = xavier_linear(sum(n_hidden), n_classes)
         weights = torch.ones(n_classes) if class_weights is None else torch.as_tensor(
@@ -280,9 +299,10 @@ class MMDynamicsModule(nn.Module):
         in training, dropped by modality dropout); per modality lists ``modality_logits``
         (n, C), ``gates`` (n, d_m) or None, ``confidence`` (n,) or None (the per-cell
         modality confidence: the weight before masking, see :meth:`modality_weights`) and
-        ``tcp_hat`` (n,) or None (the predicted TCP, for options that predict it).
+        ``tcp_hat`` (n,) or None (the predicted TCP, for options that predict it), and
+        ``heatmaps``: (n, grid, grid) patch gates of image modalities with FI, else None.
         """
-        present = present.to(xs[0].dtype)
+        present = present.to(self.fused_classifier.weight.dtype)
         outputs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
         tcp_hats = [o["tcp_hat"] for o in outputs]
         modality_logits = [o["logits"] for o in outputs]
@@ -298,6 +318,7 @@ class MMDynamicsModule(nn.Module):
             "weights": weights,
             "modality_logits": modality_logits,
             "gates": [o["gate"] for o in outputs],
+            "heatmaps": [o.get("heatmap") for o in outputs],
             "confidence": confidence,
             "tcp_hat": tcp_hats,
         }

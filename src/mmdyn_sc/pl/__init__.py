@@ -2,6 +2,7 @@
 
 from ._confusion import confusion
 from ._feature_weights import feature_weights
+from ._heatmaps import heatmaps
 from ._modality_confidence import modality_confidence
 from ._tcp_calibration import tcp_calibration
 from ._training_history import training_history
@@ -9,6 +10,7 @@ from ._training_history import training_history
 __all__ = [
     "confusion",
     "feature_weights",
+    "heatmaps",
     "modality_confidence",
     "tcp_calibration",
     "training_history",

@@ -84,7 +84,8 @@ def prepare(
     mdata
         MuData holding raw counts.
     modalities
-        Modalities to prepare (default: all).
+        Modalities to prepare (default: all with features; an image modality, whose ``.X``
+        has no features, is left alone).
     kinds
         ``"rna"``, ``"protein"`` or ``"none"`` per modality; by default guessed from the name
         (rna/gex/mrna: rna; prot/protein/adt: protein).
@@ -106,6 +107,8 @@ def prepare(
     ValueError
         For negative, NaN or infinite values in the counts.
     """
+    if modalities is None:  # image modalities (no features, images in .obsm) need nothing
+        modalities = [m for m in mdata.mod if mdata.mod[m].n_vars > 0] or None
     modalities = check_modalities(mdata, modalities)
     kinds = dict(kinds or {})
     target = copy_mudata(mdata) if copy else mdata

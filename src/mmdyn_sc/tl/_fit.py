@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from mudata import MuData
 
+from .._data._images import IMAGE_KEY
 from .._keys import DEFAULT_KEY, SPLIT_TRAIN, SPLIT_UNLABELED, SPLIT_VALIDATION
 from .._utils import copy_mudata
 from ..model import MMDynamics
@@ -33,7 +34,8 @@ def model_summary(model: MMDynamics, key_added: str) -> dict:
         "modalities": list(model.modalities_),
         "labels_key": setup["labels_key"] or "none",
         "layers": {m: setup["layers"][m] or "X" for m in model.modalities_},
-        "n_features": {m: len(model.features_[m]) for m in model.modalities_},
+        "n_features": {m: len(model.features_[m]) for m in model.modalities_
+                       if m not in model.images_},
         "model_params": dict(model.init_params_.get("non_kwargs", {})),
         "train_params": dict(getattr(model, "train_params_", {})),
         "history": history_arrays(model),
@@ -61,6 +63,8 @@ def fit(
     modality_dropout: float = _UNSET,
     gate_rank: int | Mapping[str, int | None] | None = _UNSET,
     loss_weights: Mapping[str, float] | None = None,
+    image_key: str = IMAGE_KEY,
+    image_options: Mapping[str, int] | None = None,
     max_epochs: int = _UNSET,
     lr: float = _UNSET,
     weight_decay: float = _UNSET,
@@ -116,6 +120,14 @@ def fit(
         the same per-feature gate in (0, 1) with O(d r) instead of O(d^2) parameters, for
         modalities with thousands of features (e.g. ``gate_rank={"rna": 64}``). A rank
         named in a dict must be below the modality's feature count.
+    image_key
+        A modality whose ``.obsm`` holds this key is an image modality (image MM dynamics):
+        an array (n_cells, channels, S, S) of ``uint8`` or float in [0, 1], e.g. from
+        :func:`mmdyn_sc.pp.images_from_files`; its ``.X`` may have no features. It may hold
+        only some of the cells (e.g. after :func:`mmdyn_sc.pp.pair_images_by_label`).
+    image_options
+        Patch size and image network sizes (see :class:`~mmdyn_sc.MMDynamics`), e.g.
+        ``{"patch_size": 8}`` (the default: an 8 x 8 heatmap on 64 x 64 images).
     max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
         Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
         full batch).
@@ -164,12 +176,20 @@ def fit(
         features x classes (NaN for features the model does not use; 1 without FI).
     ``mdata[mod].var[f"{key_added}_informativeness"]``
         Mean gate value per feature over all cells that have the modality.
+    ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
+        Image modalities, with FI: the patch gate of every imaged cell, float32 array
+        (cells of the image modality, grid, grid) in [0, 1], grid = image side /
+        ``patch_size``; nearest upsampling by ``patch_size`` gives the factor each pixel of
+        every channel was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
     ``mdata.uns[key_added]``
         dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
         ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per logged
-        metric, index = epoch), ``metrics`` (accuracy, F1 and balanced accuracy per split of
-        the labelled cells), ``confidence`` (the option and, per modality on validation
-        cells only, ``relative_error`` of the predicted TCP, ``mean |t^ - t| / mean t``,
+        metric, index = epoch), ``images`` (image modalities only: per modality
+        ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` and
+        ``heatmap``, whether one was written), ``metrics`` (accuracy, F1 and balanced
+        accuracy per split of the labelled cells), ``confidence`` (the option and, per
+        modality on validation cells only, ``relative_error`` of the predicted TCP,
+        ``mean |t^ - t| / mean t``,
         ``"n/a"`` for options that do not predict TCP, ``spearman`` of confidence with the
         true TCP, and ``n_cells``), ``key_added``. ``None`` values are stored as
         ``"none"``.
@@ -215,13 +235,14 @@ def fit(
     options = recipe_options(recipe, given)
     target = copy_mudata(mdata) if copy else mdata
     MMDynamics.setup_mudata(target, labels_key=labels_key, modalities=modalities, layers=layers,
-                            mask_var=mask_var)
+                            mask_var=mask_var, image_key=image_key)
     torch.manual_seed(seed)
     model = MMDynamics(
         target,
         feature_informativeness=feature_informativeness,
         modality_informativeness=modality_informativeness,
         loss_weights=loss_weights,
+        image_options=image_options,
         **{k: options[k] for k in MODEL_OPTIONS},
     )
     train_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}

@@ -48,6 +48,10 @@ class ResultWriter:
         self.mdata.obsm[key] = values
         self.added.append(f"obsm[{key!r}]")
 
+    def mod_obsm(self, mod: str, key: str, values) -> None:
+        self.mdata.mod[mod].obsm[key] = values
+        self.added.append(f"mod[{mod!r}].obsm[{key!r}]")
+
     def varm(self, mod: str, key: str, values) -> None:
         self.mdata.mod[mod].varm[key] = values
         self.added.append(f"mod[{mod!r}].varm[{key!r}]")
@@ -92,6 +96,21 @@ def true_class_probability(
     return pd.DataFrame(values, index=index, columns=modalities)
 
 
+def image_record(model: MMDynamics) -> dict:
+    """What ``uns[key]["images"]`` records per image modality.
+
+    ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` (the heatmap is
+    grid_size x grid_size) and ``heatmap`` (whether one was written: only with FI).
+    """
+    options = model.module.image_options
+    return {
+        mod: {**spec, "patch_size": options["patch_size"],
+              "grid_size": spec["image_size"] // options["patch_size"],
+              "heatmap": bool(model.module.feature_informativeness)}
+        for mod, spec in model.images_.items()
+    }
+
+
 def history_arrays(model: MMDynamics) -> dict[str, np.ndarray]:
     """The training history as one float array per metric (index = epoch)."""
     return history_to_arrays(getattr(model, "history_", None))
@@ -132,6 +151,11 @@ def write_results(
     for m, mod in enumerate(model.modalities_):
         if mod not in mdata.mod:  # a query without this modality
             continue
+        if mod in model.images_:
+            if result.heatmaps[m] is not None:
+                rows = index.get_indexer(mdata.mod[mod].obs_names)
+                writer.mod_obsm(mod, Key.obsm.heatmap(key_added), result.heatmaps[m][rows])
+            continue
         var_names = mdata.mod[mod].var_names
         writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
         informativeness = model.informativeness(result, m)
@@ -155,5 +179,7 @@ def write_results(
         **confidence_report(model, result, true_tcp.to_numpy(), unseen),
         "cells": "validation" if (split[unseen] == SPLIT_VALIDATION).any() else "query",
     }
+    if model.images_:
+        uns["images"] = image_record(model)
     writer.uns(Key.uns.params(key_added), uns)
     writer.log()

@@ -1,0 +1,238 @@
+"""Image MM dynamics end to end on real BCCD crops: image only, tri-modal, predict, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import mmdyn_sc as ms
+from mmdyn_sc.module import ImageBranch
+
+SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+
+#: Small images and layers: tests check behaviour (benchmarks/images.py checks quality).
+IMAGE_OPTIONS = {"patch_size": 4, "unet_channels": 4, "encoder_width": 8, "encoder_fc": 32}
+FIT = {"max_epochs": 2, "n_hidden": 16, "enable_progress_bar": False,
+       "image_options": IMAGE_OPTIONS}
+
+#: BMMC cell types -> BCCD image classes, as the 2411.00725 study paired them (by label).
+MAPPING = {
+    "CD14+ Mono": "Monocyte",
+    "CD4+ T naive": "Lymphocyte",
+    "CD8+ T naive": "Lymphocyte",
+    "NK": "Lymphocyte",
+}
+
+
+@pytest.fixture(scope="module")
+def bccd32() -> ad.AnnData:
+    """All 351 BCCD crops as 3 x 32 x 32 uint8 images, labelled in obs["label"]."""
+    root = SHARED_DATA / "bccd_wbc_crops"
+    if not root.is_dir():
+        pytest.skip(f"dataset bccd_wbc_crops not found in {SHARED_DATA}")
+    index = pd.read_csv(root / "index.csv")
+    index.index = [Path(p).stem for p in index["path"]]
+    return ms.pp.images_from_files(index["path"], root=root, obs=index, size=32)
+
+
+def image_only(images: ad.AnnData) -> md.MuData:
+    mdata = md.MuData({"image": images.copy()})
+    mdata.obs["label"] = images.obs["label"].astype(str).to_numpy()
+    return mdata
+
+
+def split_by_rank(images: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
+    """Alternate images of each class between two halves (disjoint, class-stratified)."""
+    rank = images.obs.groupby("label").cumcount().to_numpy()
+    return np.flatnonzero(rank % 2 == 0), np.flatnonzero(rank % 2 == 1)
+
+
+@pytest.fixture(scope="module")
+def trimodal(_bmmc_prepared, bccd32):
+    """(donor s1d1, donor s1d2) BMMC cells with BCCD images paired by label.
+
+    Images alternate between the donors within each class, so the second donor's cells get
+    images never used in training. Cell types outside ``MAPPING`` stay without an image.
+    """
+    bmmc = _bmmc_prepared
+    rank = bccd32.obs.groupby("label").cumcount().to_numpy()
+    groups = np.where(rank % 2 == 0, "s1d1", "s1d2")
+    paired = ms.pp.pair_images_by_label(bmmc, bccd32, MAPPING, cell_groups="batch",
+                                        image_groups=groups, seed=0)
+    return tuple(paired[paired.obs["batch"] == donor].copy() for donor in ("s1d1", "s1d2"))
+
+
+def check_image_outputs(mdata: md.MuData, key: str = "mmdyn", grid: int = 8) -> np.ndarray:
+    heatmap = mdata["image"].obsm[f"{key}_heatmap"]
+    assert heatmap.shape == (mdata["image"].n_obs, grid, grid) and heatmap.dtype == np.float32
+    assert np.isfinite(heatmap).all() and heatmap.min() >= 0 and heatmap.max() <= 1
+    record = mdata.uns[key]["images"]["image"]
+    assert record["patch_size"] == 32 // grid and record["grid_size"] == grid
+    assert record["image_size"] == 32 and record["channels"] == 3
+    assert record["obsm_key"] == "image" and record["heatmap"]
+    return heatmap
+
+
+def test_image_only_fit_writes_heatmaps_and_leaves_images_alone(bccd32):
+    mdata = image_only(bccd32)
+    images = mdata["image"].obsm["image"]
+    before = images.copy()
+    model = ms.tl.fit(mdata, "label", **FIT)
+    assert mdata["image"].obsm["image"] is images  # not replaced, not copied into
+    np.testing.assert_array_equal(images, before)
+    check_image_outputs(mdata)
+    proba = mdata.obsm["mmdyn_proba"]
+    assert proba.shape == (351, 5) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    confidence = mdata.obsm["mmdyn_confidence"]
+    assert list(confidence.columns) == ["image"] and np.isfinite(confidence.to_numpy()).all()
+    assert "mmdyn_feature_weights" not in mdata["image"].varm
+    assert model.images_ == {"image": {"obsm_key": "image", "channels": 3, "image_size": 32}}
+    assert "n_features" in mdata.uns["mmdyn"] and "image" not in mdata.uns["mmdyn"]["n_features"]
+
+
+def test_image_heatmaps_follow_the_patch_size(bccd32):
+    mdata = image_only(bccd32[:60])
+    ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1,
+                                 "image_options": {**IMAGE_OPTIONS, "patch_size": 8}})
+    check_image_outputs(mdata, grid=4)
+
+
+@pytest.mark.parametrize("fi,mi", [(False, True), (False, False), (True, False)])
+def test_image_ablations_train(bccd32, fi, mi):
+    mdata = image_only(bccd32[:80])
+    ms.tl.fit(mdata, "label", feature_informativeness=fi, modality_informativeness=mi,
+              **{**FIT, "max_epochs": 1})
+    assert ("mmdyn_heatmap" in mdata["image"].obsm) == fi
+    assert bool(mdata.uns["mmdyn"]["images"]["image"]["heatmap"]) == fi
+    assert np.isfinite(mdata.obsm["mmdyn_proba"].to_numpy()).all()
+
+
+def test_image_predicts_new_cells_and_uint8_equals_float32(bccd32):
+    train_rows, query_rows = split_by_rank(bccd32)
+    train, query = image_only(bccd32[train_rows]), image_only(bccd32[query_rows])
+    model = ms.tl.fit(train, "label", **FIT)
+    ms.tl.predict(query, model)
+    check_image_outputs(query)
+    assert set(query.obs["mmdyn_split"]) == {"query"}
+    # The same images stored as float32 in [0, 1] give the same probabilities.
+    as_float = image_only(bccd32[query_rows])
+    as_float["image"].obsm["image"] = as_float["image"].obsm["image"].astype(np.float32) / 255
+    proba = model.predict(as_float, soft=True).to_numpy()
+    np.testing.assert_allclose(proba, query.obsm["mmdyn_proba"].to_numpy(), atol=1e-5)
+
+
+def test_trimodal_fit_predict_save_load(trimodal, tmp_path):
+    train, query = trimodal
+    assert set(train.mod) == {"rna", "prot", "image"}
+    assert train["image"].n_obs < train.n_obs  # some cell types have no image class
+    model = ms.tl.fit(train, "cell_type", **FIT)
+    assert model.modalities_ == ["rna", "prot", "image"]
+    check_image_outputs(train)
+    ms.tl.predict(query, model)
+    check_image_outputs(query)
+    confidence = query.obsm["mmdyn_confidence"]
+    imaged = query.obs_names.isin(query["image"].obs_names)
+    assert confidence.loc[imaged, "image"].notna().all()
+    assert confidence.loc[~imaged, "image"].isna().all()  # no image: NaN, not a guess
+    assert confidence[["rna", "prot"]].notna().all().all()
+    # Heatmaps sit in the image modality's own cell order.
+    heatmaps = model.infer(query).heatmaps[2]
+    rows = query.obs_names.get_indexer(query["image"].obs_names)
+    np.testing.assert_allclose(query["image"].obsm["mmdyn_heatmap"], heatmaps[rows])
+
+    model.save(tmp_path / "model")
+    loaded = ms.MMDynamics.load(tmp_path / "model", query)
+    np.testing.assert_allclose(loaded.predict(query, soft=True).to_numpy(),
+                               query.obsm["mmdyn_proba"].to_numpy(), atol=1e-6)
+
+    path = tmp_path / "query.h5mu"
+    query.write(path)
+    back = md.read_h5mu(path)
+    np.testing.assert_array_equal(back["image"].obsm["image"], query["image"].obsm["image"])
+    np.testing.assert_array_equal(back["image"].obsm["mmdyn_heatmap"],
+                                  query["image"].obsm["mmdyn_heatmap"])
+    assert back.uns["mmdyn"]["images"]["image"]["patch_size"] == 4
+
+
+def test_trimodal_query_without_images(trimodal):
+    train, query = trimodal
+    model = ms.tl.fit(train, "cell_type", **{**FIT, "max_epochs": 1, "modality_dropout": 0.3})
+    without = md.MuData({"rna": query["rna"].copy(), "prot": query["prot"].copy()})
+    ms.tl.predict(without, model)
+    assert list(without.uns["mmdyn"]["modalities_used"]) == ["rna", "prot"]
+    assert without.obsm["mmdyn_confidence"]["image"].isna().all()
+
+
+def test_image_flips_only_in_training():
+    torch.manual_seed(0)
+    branch = ImageBranch(3, 16, 8, 3, dropout=0.0, feature_informativeness=True,
+                         modality_informativeness=True, options={"patch_size": 4,
+                                                                 "unet_channels": 4,
+                                                                 "encoder_width": 4})
+    images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
+    branch.eval()
+    first, second = branch(images), branch(images)
+    torch.testing.assert_close(first["logits"], second["logits"])  # no random flips
+    branch.train()
+    torch.manual_seed(1)
+    trained = branch(images)
+    flipped = ~torch.isclose(trained["logits"], first["logits"]).all(dim=1)
+    assert 0 < flipped.sum() < 32  # about three images in four are flipped
+    torch.manual_seed(1)
+    torch.testing.assert_close(branch(images)["logits"], trained["logits"])  # seeded
+
+
+def test_image_errors(bccd32):
+    mdata = image_only(bccd32[:40])
+    wrong_rank = image_only(bccd32[:40])
+    wrong_rank["image"].obsm["image"] = wrong_rank["image"].obsm["image"][:, 0]
+    with pytest.raises(ValueError, match="3-D.*expected 4-D.*images\\[:, None\\]"):
+        ms.tl.fit(wrong_rank, "label", **FIT)
+    wide = image_only(bccd32[:40])
+    wide["image"].obsm["image"] = np.concatenate([wide["image"].obsm["image"]] * 2, axis=3)
+    with pytest.raises(ValueError, match="32 x 64 images; the model needs square images"):
+        ms.tl.fit(wide, "label", **FIT)
+    with pytest.raises(ValueError, match="layers names image modalities"):
+        ms.tl.fit(image_only(bccd32[:40]), "label", layers={"image": "counts"}, **FIT)
+    with pytest.raises(ValueError, match="not divisible by patch_size 5"):
+        ms.tl.fit(image_only(bccd32[:40]), "label",
+                  **{**FIT, "image_options": {"patch_size": 5}})
+
+    model = ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1})
+    grey = image_only(bccd32[40:60])
+    grey["image"].obsm["image"] = grey["image"].obsm["image"][:, :1]
+    with pytest.raises(ValueError, match="1 channel\\(s\\).*expected 3"):
+        ms.tl.predict(grey, model)
+    small = image_only(ms.pp.images_from_files(
+        bccd32.obs["path"][:5], root=SHARED_DATA / "bccd_wbc_crops", obs=bccd32.obs[:5],
+        size=16))
+    with pytest.raises(ValueError, match="16 x 16 images but the model was trained on 32 x 32"):
+        ms.tl.predict(small, model)
+    with pytest.raises(ValueError, match="holds 5 images .* but the modality has 4 cells"):
+        from mmdyn_sc._data._images import check_image_modality
+
+        class Short:  # anndata itself refuses such an obsm; other containers may not
+            obsm = {"image": np.zeros((5, 3, 32, 32), dtype=np.uint8)}
+            n_obs = 4
+
+        check_image_modality(Short())
+
+
+def test_load_lists_image_mismatches(bccd32, tmp_path):
+    mdata = image_only(bccd32[:40])
+    model = ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1})
+    model.save(tmp_path / "model")
+    grey = image_only(bccd32[40:60])
+    grey["image"].obsm["image"] = grey["image"].obsm["image"][:, :1]
+    with pytest.raises(ValueError, match=r"shape \(1, 32, 32\).*trained on \(3, 32, 32\)"):
+        ms.MMDynamics.load(tmp_path / "model", grey)
+    renamed = image_only(bccd32[40:60])
+    renamed["image"].obsm["pixels"] = renamed["image"].obsm.pop("image")
+    with pytest.raises(ValueError, match=r"no obsm\['image'\].*'pixels'"):
+        ms.MMDynamics.load(tmp_path / "model", renamed)
