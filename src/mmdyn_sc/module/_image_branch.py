@@ -41,27 +41,39 @@ def image_options(options: Mapping | None) -> dict:
 class ImageBranch(nn.Module):
     """One image modality: patch gate (FI), small CNN, own classifier and confidence head.
 
-    The counterpart of :class:`~mmdyn_sc.module.ModalityBranch` for images (n, C, S, S)
-    stored as ``uint8`` or float in [0, 1] (converted to float per minibatch). In training
-    mode each image is flipped at random (horizontally and vertically, each with
-    probability 1/2); never when predicting. With FI, a :class:`PatchUNet` scores every
-    ``patch_size`` x ``patch_size`` patch in (0, 1) and the image is multiplied by that
-    heatmap (nearest-upsampled, every channel); the L1 term of the loss applies to the grid.
+    The counterpart of ``ModalityBranch`` for images (n, C, S, S) stored as ``uint8`` or
+    float in [0, 1] (converted to float per minibatch). In training mode each image is
+    flipped at random (horizontally and vertically, each with probability 1/2); never when
+    predicting. With FI, a ``PatchUNet`` scores every ``patch_size`` x ``patch_size`` patch
+    in (0, 1) and the image is multiplied by that heatmap (nearest-upsampled, every
+    channel); the L1 term of the loss applies to the grid.
+
+    ``forward`` returns ``h`` (n, H); ``gate``, the heatmap flattened to (n, grid * grid)
+    for the sparsity term, or None; ``heatmap`` (n, grid, grid) or None; ``logits``
+    (n, C); and ``tcp_hat`` (n,) or None.
 
     Parameters
     ----------
-    channels, image_size
-        Image channels C and side S.
-    n_hidden, n_classes, dropout, feature_informativeness, modality_informativeness, confidence
-        As for :class:`~mmdyn_sc.module.ModalityBranch`.
+    channels
+        Image channels C.
+    image_size
+        Image side S.
+    n_hidden
+        Latent size H.
+    n_classes
+        Number of classes C.
+    dropout
+        Dropout rate after the encoder's ReLU.
+    feature_informativeness
+        Use the patch gate (FI).
+    modality_informativeness
+        Weight the latent by a modality confidence (MI).
+    confidence
+        The confidence estimator with MI (as for the tabular branches).
     options
-        Image options (see :data:`DEFAULT_IMAGE_OPTIONS`): ``patch_size``, the encoder's
+        Image options (see ``DEFAULT_IMAGE_OPTIONS``): ``patch_size``, the encoder's
         ``encoder_depth`` (conv + pool blocks), ``encoder_width`` (channels of the first),
         ``encoder_fc`` (hidden units), the U-net's ``unet_channels`` and ``unet_depth``.
-
-    ``forward`` returns ``h`` (n, H), ``gate`` (n, grid * grid) or None (the heatmap,
-    flattened, for the sparsity term), ``heatmap`` (n, grid, grid) or None, ``logits`` (n, C)
-    and ``tcp_hat`` (n,) or None.
     """
 
     def __init__(
