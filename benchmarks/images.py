@@ -86,8 +86,8 @@ import bmmc  # noqa: E402  (BMMC loading restricted to >= 10 cells, donors, thre
 
 RESULTS = Path(__file__).resolve().parent / "results" / "images.md"
 BCCD = Path("/work/shared/data/bccd_wbc_crops")
-IMAGE_SIZE = 64
-PATCH = 8
+IMAGE_SIZE = 32
+GRID = 8
 MIN_IMAGES = 10
 TEST_SIZE = 0.3
 LABEL = "label"
@@ -175,14 +175,20 @@ def predicted(model, query) -> np.ndarray:
     return np.asarray(proba.columns, dtype=object)[proba.to_numpy().argmax(1)]
 
 
+def patch_of(images: np.ndarray, heatmaps: np.ndarray) -> int:
+    """Patch side: image side / heatmap side."""
+    return images.shape[-1] // heatmaps.shape[-1]
+
+
 def fit(train, seed: int, args, **options):
-    """``tl.fit`` on ``train`` (in place) with the benchmark's epoch cap; (model, seconds)."""
+    """``tl.fit`` on ``train`` (in place) with the benchmark's epoch cap, batch size and
+    patch size (``size // GRID``); returns (model, seconds)."""
     import mmdyn_sc
 
     start = time.perf_counter()
     model = mmdyn_sc.tl.fit(train, LABEL, seed=seed, enable_progress_bar=False,
-                            max_epochs=args.max_epochs, image_options={"patch_size": PATCH},
-                            **options)
+                            max_epochs=args.max_epochs, batch_size=args.batch_size,
+                            image_options={"patch_size": args.size // GRID}, **options)
     return model, time.perf_counter() - start
 
 
@@ -196,7 +202,8 @@ def fit_info(model, train, seconds: float) -> dict:
 def nucleus_mask(image: np.ndarray) -> np.ndarray:
     """Boolean (S, S) nucleus mask of a (3, S, S) uint8 RGB image (see the module docstring).
 
-    Blue over green, ``B / (G + 1)``, above its Otsu threshold; pieces < 16 px dropped.
+    Blue over green, ``B / (G + 1)``, above its Otsu threshold; pieces smaller than 16 px
+    of a 64 px image (4 px at 32 px: the same share of the image) dropped.
     """
     from skimage.filters import threshold_otsu
     from skimage.morphology import remove_small_objects
@@ -204,7 +211,8 @@ def nucleus_mask(image: np.ndarray) -> np.ndarray:
     rgb = image.astype(np.float64)
     ratio = rgb[2] / (rgb[1] + 1.0)
     mask = ratio > threshold_otsu(ratio)
-    return remove_small_objects(mask, max_size=MIN_NUCLEUS_PIECE - 1)
+    min_piece = max(1, round(MIN_NUCLEUS_PIECE * (image.shape[-1] / 64) ** 2))
+    return remove_small_objects(mask, max_size=min_piece - 1)
 
 
 def upsample(heatmap: np.ndarray, patch: int) -> np.ndarray:
@@ -260,6 +268,7 @@ def curve_auc(ks, values) -> float:
 def deletion_test(model, test, heatmaps: np.ndarray, ks, draws: int, seed: int) -> dict:
     """Accuracy and macro F1 after greying the k top-scored vs k random patches, per k."""
     images = test["image"].obsm["image"]
+    patch = patch_of(images, heatmaps)
     y = test.obs[LABEL].to_numpy()
     n_patches = heatmaps.shape[1] * heatmaps.shape[2]
     order = np.argsort(-heatmaps.reshape(len(heatmaps), -1), axis=1, kind="stable")
@@ -268,9 +277,9 @@ def deletion_test(model, test, heatmaps: np.ndarray, ks, draws: int, seed: int) 
            "random_f1_macro": []}
     for k in ks:
         top = score(y, predicted(model, with_images(test, grey_patches(
-            images, [o[:k] for o in order], PATCH))))
+            images, [o[:k] for o in order], patch))))
         rand = [score(y, predicted(model, with_images(test, grey_patches(
-            images, [rng.choice(n_patches, k, replace=False) for _ in order], PATCH))))
+            images, [rng.choice(n_patches, k, replace=False) for _ in order], patch))))
             for _ in range(draws if k else 1)]
         for name in ("accuracy", "f1_macro"):
             out[f"top_{name}"].append(top[name])
@@ -281,7 +290,7 @@ def deletion_test(model, test, heatmaps: np.ndarray, ks, draws: int, seed: int) 
 # ---------------------------------------------------------------------------- part 1 + 2
 def run_image_only(args, log) -> list[dict]:
     """Part 1 (FI on / off, image only) and part 2 (heatmaps of the FI-on models)."""
-    images, dropped = load_bccd()
+    images, dropped = load_bccd(args.size)
     log(f"BCCD: {images.n_obs} images, classes {images.obs[LABEL].value_counts().to_dict()}, "
         f"dropped {dropped}")
     labels = images.obs[LABEL].astype(str).to_numpy()
@@ -333,8 +342,9 @@ def nucleus_record(seed: int, test, heatmaps: np.ndarray) -> dict:
     """Per test image: nucleus ratio and nucleus area share (part 2a)."""
     images = test["image"].obsm["image"]
     masks = [nucleus_mask(im) for im in images]
+    patch = patch_of(images, heatmaps)
     return {"part": "nucleus", "seed": seed,
-            "ratio": [none_if_nan(nucleus_ratio(h, m, PATCH))
+            "ratio": [none_if_nan(nucleus_ratio(h, m, patch))
                       for h, m in zip(heatmaps, masks, strict=True)],
             "area": [float(m.mean()) for m in masks],
             "label": test.obs[LABEL].astype(str).tolist()}
@@ -397,7 +407,7 @@ def run_trimodal(args, log) -> tuple[list[dict], dict]:
 
     data, classes = bmmc.load_data()
     data.obs[LABEL] = data.obs["cell_type"].astype(str)
-    images, _ = load_bccd()
+    images, _ = load_bccd(args.size)
     mapping = image_mapping(classes)
     groups = image_halves(images)
     info = {"mapping": mapping, "classes": classes,
@@ -458,8 +468,10 @@ def report_image_only(records, meta) -> list[str]:
     seeds = sorted({r["seed"] for r in rows})
     lines = ["## 1. Image only (BCCD crops)", "",
              f"{meta['bccd']}; seeds {seeds}; MI off (single modality), default recipe, "
-             f"max_epochs {meta['max_epochs']} (early stopping patience 20), 64 x 64 px, "
-             f"8-px patches. mean ± sd over seeds.", "",
+             f"max_epochs {meta['max_epochs']} (early stopping patience 20), batch size "
+             f"{meta.get('batch_size', 128)}, {meta.get('size', 64)} x {meta.get('size', 64)} "
+             f"px, {meta.get('size', 64) // GRID}-px patches (an {GRID} x {GRID} heatmap), "
+             f"default image options otherwise. mean ± sd over seeds.", "",
              "| method | " + " | ".join(h for _, h in METRICS)
              + " | val macro F1 | epochs | fit s | heatmap mean | within-image sd "
              "| closed heatmaps |", "|---|" + "---|" * (len(METRICS) + 6)]
@@ -532,7 +544,7 @@ def report_heatmaps(records) -> list[str]:
 
 def report_deletion(dele) -> list[str]:
     ks = dele[0]["k"]
-    n_grid = IMAGE_SIZE // PATCH
+    n_grid = GRID
     lines = ["### 2b. Deletion test", "",
              f"k of the {n_grid * n_grid} patches set to the image's mean colour: the k "
              "highest-scored (own heatmap) vs k random (mean of the random draws); test "
@@ -661,8 +673,13 @@ def parse(argv=None):
                         help="image-only seeds (parts 1 and 2)")
     parser.add_argument("--trimodal-seeds", type=int, nargs="+", default=[0],
                         help="seeds per BMMC direction (part 3)")
-    parser.add_argument("--max-epochs", type=int, default=30,
+    parser.add_argument("--max-epochs", type=int, default=60,
                         help="cap on tl.fit's max_epochs (early stopping stays on)")
+    parser.add_argument("--size", type=int, default=IMAGE_SIZE,
+                        help=f"image side in pixels; patches of size // {GRID} px")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="tl.fit batch size (the default recipe's 128 gives 2 steps "
+                             "per epoch on ~220 training images)")
     parser.add_argument("--deletion-k", type=int, nargs="+", default=[0, 4, 8, 16, 32])
     parser.add_argument("--random-draws", type=int, default=3)
     parser.add_argument("--no-mdrop", dest="mdrop", action="store_false",
@@ -711,7 +728,8 @@ def main(argv=None):
         drop = {p for part in args.parts for p in keep[part]}
         records = [r for r in saved["records"] if r["part"] not in drop]
         meta = saved["meta"]
-    meta.update({"max_epochs": args.max_epochs, "quick": args.quick,
+    meta.update({"max_epochs": args.max_epochs, "quick": args.quick, "size": args.size,
+                 "batch_size": args.batch_size,
                  "bccd": "351 BCCD crops; classes with < 10 images dropped (Basophil, 3): "
                          "348 images, 4 classes; stratified 70/30 split per seed"})
     part_seconds = dict(meta.get("part_seconds", {}))

@@ -70,3 +70,22 @@ def bmmc(_bmmc_prepared):
 def bmmc_donors(bmmc):
     """(donor s1d1, donor s1d2) copies of :func:`bmmc`."""
     return (bmmc[bmmc.obs["batch"] == "s1d1"].copy(), bmmc[bmmc.obs["batch"] == "s1d2"].copy())
+
+
+@pytest.fixture(scope="session")
+def bccd_root() -> Path:
+    """``../shared/data/bccd_wbc_crops`` (skip when absent)."""
+    return require_dataset("bccd_wbc_crops")
+
+
+@pytest.fixture(scope="session")
+def bccd32(bccd_root):
+    """All 351 BCCD crops as 3 x 32 x 32 uint8 images, labelled in obs["label"]."""
+    import pandas as pd
+
+    import mmdyn_sc as ms
+
+    root = bccd_root
+    index = pd.read_csv(root / "index.csv")
+    index.index = [Path(p).stem for p in index["path"]]
+    return ms.pp.images_from_files(index["path"], root=root, obs=index, size=32)

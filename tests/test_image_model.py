@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anndata as ad
 import mudata as md
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import mmdyn_sc as ms
 from mmdyn_sc.module import ImageBranch
-
-SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
 
 #: Small images and layers: tests check behaviour (benchmarks/images.py checks quality).
 IMAGE_OPTIONS = {"patch_size": 4, "unet_channels": 4, "encoder_width": 8, "encoder_fc": 32}
@@ -28,17 +23,6 @@ MAPPING = {
     "CD8+ T naive": "Lymphocyte",
     "NK": "Lymphocyte",
 }
-
-
-@pytest.fixture(scope="module")
-def bccd32() -> ad.AnnData:
-    """All 351 BCCD crops as 3 x 32 x 32 uint8 images, labelled in obs["label"]."""
-    root = SHARED_DATA / "bccd_wbc_crops"
-    if not root.is_dir():
-        pytest.skip(f"dataset bccd_wbc_crops not found in {SHARED_DATA}")
-    index = pd.read_csv(root / "index.csv")
-    index.index = [Path(p).stem for p in index["path"]]
-    return ms.pp.images_from_files(index["path"], root=root, obs=index, size=32)
 
 
 def image_only(images: ad.AnnData) -> md.MuData:
@@ -188,7 +172,7 @@ def test_image_flips_only_in_training():
     torch.testing.assert_close(branch(images)["logits"], trained["logits"])  # seeded
 
 
-def test_image_errors(bccd32):
+def test_image_errors(bccd32, bccd_root):
     mdata = image_only(bccd32[:40])
     wrong_rank = image_only(bccd32[:40])
     wrong_rank["image"].obsm["image"] = wrong_rank["image"].obsm["image"][:, 0]
@@ -210,7 +194,7 @@ def test_image_errors(bccd32):
     with pytest.raises(ValueError, match="1 channel\\(s\\).*expected 3"):
         ms.tl.predict(grey, model)
     small = image_only(ms.pp.images_from_files(
-        bccd32.obs["path"][:5], root=SHARED_DATA / "bccd_wbc_crops", obs=bccd32.obs[:5],
+        bccd32.obs["path"][:5], root=bccd_root, obs=bccd32.obs[:5],
         size=16))
     with pytest.raises(ValueError, match="16 x 16 images but the model was trained on 32 x 32"):
         ms.tl.predict(small, model)

@@ -23,6 +23,40 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
     }
 
 
+def metrics_from_confusion(confusion) -> dict[str, float]:
+    """Accuracy, macro F1 and balanced accuracy from a confusion matrix (empty: no metrics).
+
+    Gives the same numbers as :func:`classification_metrics` on the labels counted in
+    ``confusion``: macro F1 over the classes present in the truth or the predictions
+    (sklearn, ``zero_division=0``), balanced accuracy as the mean recall over the classes
+    present in the truth.
+
+    Parameters
+    ----------
+    confusion
+        ``(C, C)`` counts, rows the true class, columns the predicted class.
+
+    Returns
+    -------
+    ``accuracy``, ``f1_macro`` and ``balanced_accuracy``.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    total = int(confusion.sum())
+    if total == 0:
+        return {}
+    tp = np.diag(confusion)
+    true_sum, pred_sum = confusion.sum(axis=1), confusion.sum(axis=0)
+    seen = (true_sum + pred_sum) > 0  # sklearn's labels: present in y_true or y_pred
+    # Same float64 expressions as sklearn: 2 tp / (true + pred), diag / row sum, then np.mean.
+    f1 = (2.0 * tp[seen]) / (true_sum[seen].astype(np.float64) + pred_sum[seen])
+    recall = tp[true_sum > 0] / true_sum[true_sum > 0]
+    return {
+        "accuracy": int(tp.sum()) / total,
+        "f1_macro": float(np.mean(f1)),
+        "balanced_accuracy": float(np.mean(recall)),
+    }
+
+
 def relative_tcp_error(predicted: np.ndarray, true: np.ndarray) -> float:
     """``mean |predicted - true| / mean true`` over the pairs where both are finite (NaN: none)."""
     predicted, true = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)

@@ -8,6 +8,8 @@ from scipy import sparse
 from .._data._chunks import row_blocks
 
 SCALINGS = (None, "minmax", "standard")
+#: Images read at a time when fitting channel scaling (3 x 64 x 64 float64: 100 KB each).
+IMAGE_CHUNK = 1024
 
 
 def fit_scaling(matrix, rows: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +49,37 @@ def fit_scaling(matrix, rows: np.ndarray, method: str | None) -> tuple[np.ndarra
     mean = total / len(rows)
     std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
     return mean, std
+
+
+def fit_channel_scaling(images, rows: np.ndarray,
+                        method: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (shift, scale) of images (n, C, H, W), fitted on ``rows``.
+
+    The counterpart of :func:`fit_scaling` for an image modality: every pixel of a channel
+    counts as one value of that channel, on the images as the model reads them (``uint8``
+    divided by 255, float as stored). ``"standard"``: channel mean and standard deviation;
+    ``"minmax"``: channel minimum and range; ``None``: the identity. Reads ``IMAGE_CHUNK``
+    images at a time, sums in float64.
+    """
+    if method not in SCALINGS:
+        raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {method!r}.")
+    n_channels = images.shape[1]
+    if method is None or len(rows) == 0:
+        return np.zeros(n_channels), np.ones(n_channels)
+    divisor = 255.0 if np.dtype(images.dtype) == np.uint8 else 1.0
+    axes = (0, 2, 3)
+    low, high = np.full(n_channels, np.inf), np.full(n_channels, -np.inf)
+    total, total_sq = np.zeros(n_channels), np.zeros(n_channels)
+    for block in row_blocks(images, rows, chunk=IMAGE_CHUNK):
+        block = block.astype(np.float64) / divisor
+        if method == "minmax":
+            low = np.minimum(low, block.min(axis=axes))
+            high = np.maximum(high, block.max(axis=axes))
+        else:
+            total += block.sum(axis=axes)
+            total_sq += np.square(block).sum(axis=axes)
+    if method == "minmax":
+        return low, high - low
+    n_values = len(rows) * images.shape[2] * images.shape[3]
+    mean = total / n_values
+    return mean, np.sqrt(np.maximum(total_sq / n_values - mean**2, 0.0))

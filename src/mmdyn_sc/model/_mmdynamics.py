@@ -25,7 +25,7 @@ from ..module import MMDynamicsModule
 from ..module._low_rank_gate import check_gate_rank
 from . import _registry_keys as rk
 from ._checkpoint import MMDynamicsTrainRunner, checkpoint_callbacks, last_checkpoint
-from ._feature_scaling import fit_scaling
+from ._feature_scaling import fit_channel_scaling, fit_scaling
 from ._fingerprint import run_fingerprint
 from ._inference import InferenceResult, run_inference
 from ._load_check import compare_with_saved_setup, mismatch_error, state_dict_error
@@ -90,7 +90,8 @@ class MMDynamics(BaseModelClass):
         MM static.
     feature_scaling
         ``None``, ``"minmax"`` or ``"standard"``: per-feature scaling fitted on the training
-        cells when :meth:`train` runs, stored in the model and reapplied to new data.
+        cells when :meth:`train` runs, stored in the model and reapplied to new data. An
+        image modality is scaled per channel (every pixel a value of its channel).
     class_weights
         ``None`` or ``"balanced"`` (cross-entropy weighted by inverse class frequency of the
         training cells).
@@ -117,9 +118,12 @@ class MMDynamics(BaseModelClass):
         :class:`~mmdyn_sc.module.ImageBranch`), defaults in
         :data:`~mmdyn_sc.module.DEFAULT_IMAGE_OPTIONS`: ``patch_size`` (8: an 8 x 8 heatmap
         grid on 64 x 64 images), ``encoder_depth`` and ``encoder_width`` (the study's CNN: 2
-        conv + pool blocks from 32 channels), ``encoder_fc`` (128), ``unet_channels`` (16)
-        and ``unet_depth`` (2). The image side must be divisible by ``patch_size``, by
-        ``2**unet_depth`` and by ``2**encoder_depth``.
+        conv + pool blocks from 32 channels), ``encoder_fc`` (128), ``unet_channels`` (16),
+        ``unet_depth`` (2), ``gate_sparsity`` (0.3: the factor of the patch gate's L1
+        term) and ``gate_warmup`` (100: training steps during which the gate is held,
+        neither learning nor penalised; the study trained it from the first step, which
+        shuts it on every image). The image side must be
+        divisible by ``patch_size``, by ``2**unet_depth`` and by ``2**encoder_depth``.
 
     Notes
     -----
@@ -595,12 +599,14 @@ class MMDynamics(BaseModelClass):
             logger.info("no checkpoint in %s yet: training from the start", checkpoint_dir)
 
     def _fit_preprocessing(self, train_idx: np.ndarray) -> None:
-        """Fit feature scaling and class weights on the training cells."""
+        """Fit feature (image: channel) scaling and class weights on the training cells."""
         for m, mod in enumerate(self.modalities_):
-            if mod in self.images_:  # images are read in [0, 1], not scaled
-                continue
             rows = train_idx[self._present[train_idx, m]]
-            shift, scale = fit_scaling(self.adata.mod[mod].X, rows, self.feature_scaling)
+            if mod in self.images_:
+                data, fit = self.adata.mod[mod].obsm[ALIGNED_IMAGE_KEY], fit_channel_scaling
+            else:
+                data, fit = self.adata.mod[mod].X, fit_scaling
+            shift, scale = fit(data, rows, self.feature_scaling)
             self.module.branches[m].scaler.set(shift, scale)
         weights = np.ones(len(self.classes_))
         if self.class_weights == "balanced":

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 
-from .._metrics import classification_metrics
+from .._metrics import metrics_from_confusion
 from ._registry_keys import unpack_batch
 
 
 class MMDynamicsTrainingPlan(pl.LightningModule):
-    """Adam (optionally with StepLR) on the MM dynamics loss; logs losses and accuracy metrics.
+    """Adam (fused where supported; optionally StepLR) on the MM dynamics loss; logs metrics.
 
     Logged per epoch (into the model's ``history``; under DDP, the mean over processes of
     each process's share of the cells): ``train_loss`` and each term
@@ -46,20 +48,33 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         self.weight_decay = weight_decay
         self.lr_step_size = lr_step_size
         self.lr_gamma = lr_gamma
-        self._epoch_outputs: dict[str, list] = {"train": [], "validation": []}
+        # Running sums per stage, kept on the device (cells, loss, loss terms, confusion).
+        self._epoch_sums: dict[str, dict | None] = {"train": None, "validation": None}
 
     def _step(self, batch, stage: str):
         xs, present, labels = unpack_batch(batch, self.n_modalities)
         outputs = self.module(xs, present)
         loss, parts = self.module.loss(outputs, labels, present)
         # Accumulate on the device and log once per epoch: a self.log call per step and
-        # metric costs more than the step itself for small models.
+        # metric costs more than the step itself for small models. Running sums (not the
+        # per-cell labels) keep the memory constant in the number of cells.
+        logits = outputs["fused_logits"].detach()
+        n_classes = getattr(self.module, "n_classes", None) or logits.shape[1]
+        sums = self._epoch_sums[stage]
+        if sums is None:
+            sums = self._epoch_sums[stage] = {
+                "n": 0, "loss": loss.new_zeros(()),
+                "parts": {k: v.new_zeros(()) for k, v in parts.items()},
+                "confusion": torch.zeros(n_classes * n_classes, dtype=torch.int64,
+                                         device=logits.device),
+            }
         n = labels.shape[0]
-        totals = self._epoch_outputs[stage]
-        totals.append(
-            (n, loss.detach() * n, {k: v.detach() * n for k, v in parts.items()},
-             labels.detach(), outputs["fused_logits"].detach().argmax(dim=1))
-        )
+        sums["n"] += n
+        sums["loss"] += loss.detach() * n
+        for k, v in parts.items():
+            sums["parts"][k] += v.detach() * n
+        cells = labels.detach().long() * n_classes + logits.argmax(dim=1)
+        sums["confusion"] += torch.bincount(cells, minlength=n_classes * n_classes)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -69,19 +84,19 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         return self._step(batch, "validation")
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        collected = self._epoch_outputs[stage]
-        if not collected:
+        sums, self._epoch_sums[stage] = self._epoch_sums[stage], None
+        if sums is None or sums["n"] == 0:
             return
-        self._epoch_outputs[stage] = []
-        n = sum(c[0] for c in collected)
-        metrics = {f"{stage}_loss": float(sum(c[1] for c in collected)) / n}
-        for name in collected[0][2]:
-            metrics[f"{stage}_loss_{name}"] = float(sum(c[2][name] for c in collected)) / n
-        y = torch.cat([c[3] for c in collected]).long()
-        p = torch.cat([c[4] for c in collected])
-        metrics[f"{stage}_accuracy"] = float((y == p).float().mean())
+        n = sums["n"]
+        metrics = {f"{stage}_loss": float(sums["loss"]) / n}
+        for name, total in sums["parts"].items():
+            metrics[f"{stage}_loss_{name}"] = float(total) / n
+        n_classes = math.isqrt(sums["confusion"].numel())
+        scores = metrics_from_confusion(
+            sums["confusion"].reshape(n_classes, n_classes).cpu().numpy()
+        )
+        metrics[f"{stage}_accuracy"] = scores["accuracy"]
         if stage == "validation":
-            scores = classification_metrics(y.cpu().numpy(), p.cpu().numpy())
             metrics["validation_f1_macro"] = scores["f1_macro"]
             metrics["validation_balanced_accuracy"] = scores["balanced_accuracy"]
         # Under DDP each process sees its share of the cells: average across processes.
@@ -95,9 +110,7 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         self._log_epoch_metrics("validation")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(
-            self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
+        optimizer = adam(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if self.lr_step_size is None:
             return optimizer
         scheduler = torch.optim.lr_scheduler.StepLR(
@@ -105,3 +118,36 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
+
+
+def adam(params, **options) -> torch.optim.Adam:
+    """:class:`torch.optim.Adam`, fused where torch supports it for the parameters' device.
+
+    The fused implementation (CPU and CUDA in recent torch) is about twice as fast per step.
+    torch checks the device only at the first step, so it is checked here, with torch's own
+    list of devices; elsewhere (or with an older torch) the default implementation is used.
+
+    Parameters
+    ----------
+    params
+        The parameters to optimise (on their final device).
+    **options
+        Passed on to :class:`torch.optim.Adam` (``lr``, ``weight_decay``, ...).
+
+    Returns
+    -------
+    The optimizer.
+    """
+    params = list(params)
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:
+        devices = set()
+    if params and all(p.device.type in devices and p.is_floating_point() for p in params):
+        try:
+            return torch.optim.Adam(params, fused=True, **options)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+    return torch.optim.Adam(params, **options)

@@ -25,3 +25,10 @@ class FeatureScaler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift) / self.scale
+
+
+class ChannelScaler(FeatureScaler):
+    """Per-channel ``(x - shift) / scale`` of images (n, C, H, W): one shift, scale per channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift[:, None, None]) / self.scale[:, None, None]

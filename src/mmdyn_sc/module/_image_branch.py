@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ._confidence import check_confidence_option, make_confidence_head
+from ._branch_heads import BranchHeads
+from ._confidence import check_confidence_option
+from ._feature_scaler import ChannelScaler
 from ._image_encoder import ImageEncoder, as_float_images, random_flips
-from ._init import xavier_linear
 from ._patch_unet import PatchUNet, check_patch_grid
 
 #: Image options and their defaults (the 2411.00725 study: 8-pixel patches, two conv blocks
 #: of 32 and 64 channels, a 128-unit hidden layer; a U-net of two halvings from 16 channels).
+#: The patch gate is held for the first ``gate_warmup`` training steps (minibatches): it
+#: gates the image but neither learns nor pays its L1 term (weighted by ``gate_sparsity``)
+#: until the encoder has learnt what the images show. Trained from the first step, as in
+#: the study (``recipe="paper"``: ``gate_warmup=0``, ``gate_sparsity=1``), the gate shuts
+#: every patch of every BCCD image before the encoder learns anything, and a shut sigmoid
+#: gate gets almost no gradient back (benchmarks/results/images.md).
 DEFAULT_IMAGE_OPTIONS = {
     "patch_size": 8,
     "encoder_depth": 2,
@@ -22,7 +28,12 @@ DEFAULT_IMAGE_OPTIONS = {
     "encoder_fc": 128,
     "unet_channels": 16,
     "unet_depth": 2,
+    "gate_sparsity": 0.3,
+    "gate_warmup": 100,
 }
+#: Integer options and their smallest allowed value; the others are numbers >= 0.
+_INTEGER_OPTIONS = {"patch_size": 1, "encoder_depth": 1, "encoder_width": 1, "encoder_fc": 1,
+                    "unet_channels": 1, "unet_depth": 1, "gate_warmup": 0}
 
 
 def image_options(options: Mapping | None) -> dict:
@@ -33,20 +44,35 @@ def image_options(options: Mapping | None) -> dict:
         raise ValueError(f"Unknown image option(s) {unknown}; use {sorted(DEFAULT_IMAGE_OPTIONS)}.")
     merged = {**DEFAULT_IMAGE_OPTIONS, **options}
     for name, value in merged.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"image option {name!r} must be a positive integer, got {value!r}.")
+        if name in _INTEGER_OPTIONS:
+            low = _INTEGER_OPTIONS[name]
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(
+                    f"image option {name!r} must be an integer >= {low}, got {value!r}.")
+            merged[name] = int(value)
+        elif (isinstance(value, bool) or not isinstance(value, numbers.Real)
+              or not 0 <= value < float("inf")):
+            raise ValueError(f"image option {name!r} must be a finite number >= 0, got {value!r}.")
+        else:
+            merged[name] = float(value)
     return merged
 
 
-class ImageBranch(nn.Module):
+class ImageBranch(BranchHeads):
     """One image modality: patch gate (FI), small CNN, own classifier and confidence head.
 
     The counterpart of ``ModalityBranch`` for images (n, C, S, S) stored as ``uint8`` or
-    float in [0, 1] (converted to float per minibatch). In training mode each image is
-    flipped at random (horizontally and vertically, each with probability 1/2); never when
+    float in [0, 1] (converted to float per minibatch), then scaled per channel by
+    ``scaler`` (a :class:`ChannelScaler`, the identity until the model fits it on the
+    training images: z-scored channels with ``feature_scaling="standard"``, so that a
+    shut patch reads as the mean colour). In training mode each image is flipped at
+    random (horizontally and vertically, each with probability 1/2); never when
     predicting. With FI, a ``PatchUNet`` scores every ``patch_size`` x ``patch_size`` patch
     in (0, 1) and the image is multiplied by that heatmap (nearest-upsampled, every
-    channel); the L1 term of the loss applies to the grid.
+    channel); the L1 term of the loss applies to the grid, weighted by ``gate_sparsity``.
+    For the first ``gate_warmup`` training steps (counted in ``training_steps``, a buffer:
+    saved with the model and restored on resume) the gate is held: its heatmap gates the
+    image without gradient, and its L1 weight is 0.
 
     ``forward`` returns ``h`` (n, H); ``gate``, the heatmap flattened to (n, grid * grid)
     for the sparsity term, or None; ``heatmap`` (n, grid, grid) or None; ``logits``
@@ -73,7 +99,9 @@ class ImageBranch(nn.Module):
     options
         Image options (see ``DEFAULT_IMAGE_OPTIONS``): ``patch_size``, the encoder's
         ``encoder_depth`` (conv + pool blocks), ``encoder_width`` (channels of the first),
-        ``encoder_fc`` (hidden units), the U-net's ``unet_channels`` and ``unet_depth``.
+        ``encoder_fc`` (hidden units), the U-net's ``unet_channels`` and ``unet_depth``,
+        ``gate_sparsity``, the factor of the gate's L1 term, and ``gate_warmup``, the
+        training steps during which the gate is held.
     """
 
     def __init__(
@@ -92,6 +120,8 @@ class ImageBranch(nn.Module):
         check_confidence_option(confidence)
         options = image_options(options)
         self.options = options
+        self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
+        self.scaler = ChannelScaler(channels)
         if feature_informativeness:
             check_patch_grid(image_size, options["patch_size"], options["unet_depth"])
             self.gate = PatchUNet(channels, image_size, options["patch_size"],
@@ -100,30 +130,38 @@ class ImageBranch(nn.Module):
             self.gate = None
         self.encoder = ImageEncoder(channels, image_size, n_hidden, options["encoder_depth"],
                                     options["encoder_width"], options["encoder_fc"])
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = xavier_linear(n_hidden, n_classes)
-        self.confidence = (
-            make_confidence_head(confidence, n_hidden) if modality_informativeness else None
-        )
+        self._init_heads(n_hidden, n_classes, dropout, modality_informativeness, confidence)
 
     @property
     def patch_size(self) -> int:
         return self.options["patch_size"]
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether the gate is still held (the first ``gate_warmup`` training steps)."""
+        return int(self.training_steps) < self.options["gate_warmup"]
+
+    @property
+    def sparsity_weight(self) -> float:
+        """``gate_sparsity``, or 0 while the gate is held (:attr:`warming_up`)."""
+        return 0.0 if self.warming_up else self.options["gate_sparsity"]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        images = as_float_images(x)
+        images = self.scaler(as_float_images(x))
+        held = False
         if self.training:
+            held = self.warming_up
+            self.training_steps += 1
             images = random_flips(images)
         heatmap = None
         if self.gate is not None:
-            images, heatmap = self.gate.gate(images)
-        h = self.dropout(F.relu(self.encoder(images)))
-        logits = self.classifier(h)
-        tcp_hat = self.confidence(h) if self.confidence is not None else None
+            if held:  # the untrained gate (about 0.5 everywhere) gates, but does not learn
+                heatmap = self.gate(images).detach()
+                images = images * self.gate.upsample_heatmap(heatmap)
+            else:
+                images, heatmap = self.gate.gate(images)
         return {
-            "h": h,
             "gate": None if heatmap is None else heatmap.flatten(1),
             "heatmap": heatmap,
-            "logits": logits,
-            "tcp_hat": tcp_hat,
+            **self._heads(self.encoder(images)),
         }

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._branch_heads import BranchHeads
 from ._confidence import (
     TCP_PREDICTING_OPTIONS,
     check_confidence_option,
-    make_confidence_head,
     tcp_regression_error,
     true_class_probability,
 )
@@ -29,7 +29,7 @@ from ._pdf import pdf_weights
 DEFAULT_LOSS_WEIGHTS = {"fused": 1.0, "sparsity": 1.0, "confidence": 1.0, "modality": 1.0}
 
 
-class ModalityBranch(nn.Module):
+class ModalityBranch(BranchHeads):
     """One modality: scaling, feature gate, encoder, own classifier and confidence head.
 
     Parameters
@@ -76,21 +76,14 @@ class ModalityBranch(nn.Module):
             make_feature_gate(n_features, gate_rank) if feature_informativeness else None
         )
         self.encoder = xavier_linear(n_features, n_hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = xavier_linear(n_hidden, n_classes)
-        self.confidence = (
-            make_confidence_head(confidence, n_hidden) if modality_informativeness else None
-        )
+        self._init_heads(n_hidden, n_classes, dropout, modality_informativeness, confidence)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         x = self.scaler(x)
         gate = self.gate(x) if self.gate is not None else None
         if gate is not None:
             x = x * gate
-        h = self.dropout(F.relu(self.encoder(x)))
-        logits = self.classifier(h)
-        tcp_hat = self.confidence(h) if self.confidence is not None else None
-        return {"h": h, "gate": gate, "logits": logits, "tcp_hat": tcp_hat}
+        return {"gate": gate, **self._heads(self.encoder(x))}
 
 
 def _per_modality(gate_rank, n_modalities: int) -> list[int | None]:
@@ -357,7 +350,9 @@ class MMDynamicsModule(nn.Module):
             )
             gate = outputs["gates"][m]
             if gate is not None:
-                sparsity = sparsity + (gate.mean(dim=1) * mask).sum() / n_present
+                sparsity = sparsity + self.branches[m].sparsity_weight * (
+                    (gate.mean(dim=1) * mask).sum() / n_present
+                )
             tcp_hat = outputs["tcp_hat"][m]
             if tcp_hat is not None:
                 tcp = true_class_probability(logits, y)

@@ -12,7 +12,7 @@ from .._data._images import IMAGE_KEY
 from .._keys import DEFAULT_KEY, SPLIT_TRAIN, SPLIT_UNLABELED, SPLIT_VALIDATION
 from .._utils import copy_mudata
 from ..model import MMDynamics
-from ._recipes import MODEL_OPTIONS, recipe_options
+from ._recipes import MODEL_OPTIONS, RECIPE_IMAGE_OPTIONS, recipe_options
 from ._store import history_arrays, write_results
 
 _UNSET = object()
@@ -64,7 +64,7 @@ def fit(
     gate_rank: int | Mapping[str, int | None] | None = _UNSET,
     loss_weights: Mapping[str, float] | None = None,
     image_key: str = IMAGE_KEY,
-    image_options: Mapping[str, int] | None = None,
+    image_options: Mapping[str, float] | None = None,
     max_epochs: int = _UNSET,
     lr: float = _UNSET,
     weight_decay: float = _UNSET,
@@ -126,8 +126,10 @@ def fit(
         :func:`mmdyn_sc.pp.images_from_files`; its ``.X`` may have no features. It may hold
         only some of the cells (e.g. after :func:`mmdyn_sc.pp.pair_images_by_label`).
     image_options
-        Patch size and image network sizes (see :class:`~mmdyn_sc.MMDynamics`), e.g.
-        ``{"patch_size": 8}`` (the default: an 8 x 8 heatmap on 64 x 64 images).
+        Patch size, image network sizes and the patch gate's L1 factor (see
+        :class:`~mmdyn_sc.MMDynamics`), e.g. ``{"patch_size": 8}`` (the default: an 8 x 8
+        heatmap on 64 x 64 images). ``recipe="paper"`` sets the study's L1 weight
+        (``gate_sparsity=1``, ``gate_warmup=0``); names given here override the recipe's.
     max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
         Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
         full batch).
@@ -233,6 +235,9 @@ def fit(
         if v is not _UNSET
     }
     options = recipe_options(recipe, given)
+    if image_options is not None and not isinstance(image_options, Mapping):
+        raise TypeError(f"image_options must be a dict of option names to values, got "
+                        f"{type(image_options).__name__}.")
     target = copy_mudata(mdata) if copy else mdata
     MMDynamics.setup_mudata(target, labels_key=labels_key, modalities=modalities, layers=layers,
                             mask_var=mask_var, image_key=image_key)
@@ -242,7 +247,7 @@ def fit(
         feature_informativeness=feature_informativeness,
         modality_informativeness=modality_informativeness,
         loss_weights=loss_weights,
-        image_options=image_options,
+        image_options={**RECIPE_IMAGE_OPTIONS[recipe], **(image_options or {})},
         **{k: options[k] for k in MODEL_OPTIONS},
     )
     train_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}

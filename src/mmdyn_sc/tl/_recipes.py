@@ -44,6 +44,12 @@ RECIPES: dict[str, dict] = {
     },
 }
 
+#: Image options of each recipe (see :data:`~mmdyn_sc.module.DEFAULT_IMAGE_OPTIONS`); a
+#: user's ``image_options`` override them name by name. ``"paper"`` keeps the study's L1
+#: weight on the patch gate, from the first step.
+RECIPE_IMAGE_OPTIONS: dict[str, dict] = {"default": {},
+                                         "paper": {"gate_sparsity": 1.0, "gate_warmup": 0}}
+
 MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights", "confidence",
                  "modality_dropout", "gate_rank")
 
