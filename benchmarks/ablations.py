@@ -691,12 +691,7 @@ def main(argv=None):
                 args.out.write_text(f"# Ablations: {data['meta']['dataset']}\n\n{text}")
         return
 
-    bmmc.limit_threads(args.threads)
-    import logging
-
-    for name in ("lightning", "lightning.pytorch", "scvi", "mmdyn_sc"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    bmmc.quiet_process(args.threads)
 
     specs = list(SPECS) if args.methods is None else [m for m in SPECS if m in args.methods]
     for dataset in datasets:

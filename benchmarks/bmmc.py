@@ -219,6 +219,16 @@ def limit_threads(n):
     threadpool_limits(n)
 
 
+def quiet_process(threads: int) -> None:
+    """A benchmark process: ``threads`` torch/BLAS threads, no Lightning/scvi/package chatter."""
+    import logging
+
+    limit_threads(threads)
+    for name in ("lightning", "lightning.pytorch", "scvi", "mmdyn_sc"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -235,13 +245,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (1: fastest on a shared 2-core machine)")
     args = parser.parse_args(argv)
-    limit_threads(args.threads)
-
-    import logging
-
-    for name in ("lightning", "lightning.pytorch", "scvi", "mmdyn_sc"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    quiet_process(args.threads)
 
     seeds = [0] if args.quick else args.seeds
     options = dict(args.options)

@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +64,7 @@ def main(argv=None):
                         help='JSON {"name": {tl.fit options}} added to the sweep')
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    bmmc.limit_threads(args.threads)
-
-    import logging
-
-    for name in ("lightning", "lightning.pytorch", "scvi", "mmdyn_sc"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    bmmc.quiet_process(args.threads)
 
     configs = {k: v for k, v in CONFIGS.items() if args.only is None or k in args.only}
     configs.update(args.extra)

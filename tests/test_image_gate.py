@@ -86,12 +86,15 @@ def test_gate_is_held_during_warmup():
     assert no_warmup.sparsity_weight == DEFAULT_IMAGE_OPTIONS["gate_sparsity"]
 
 
-def test_paper_recipe_keeps_the_studys_gate_penalty(bccd32):
+def test_paper_recipe_trains_the_gate_from_the_first_step(bccd32):
     mdata = image_only(bccd32[:40])
     model = ms.tl.fit(mdata, "label", recipe="paper", max_epochs=1, n_hidden=8,
                       enable_progress_bar=False, image_options=SMALL)
-    assert model.module.branches[0].options["gate_sparsity"] == 1.0
     assert model.module.branches[0].options["gate_warmup"] == 0
+    assert model.module.branches[0].options["gate_sparsity"] == 1.0  # the study's weight
+    held = ms.tl.fit(mdata, "label", recipe="paper", max_epochs=1, n_hidden=8,
+                     enable_progress_bar=False, image_options={**SMALL, "gate_warmup": 5})
+    assert held.module.branches[0].options["gate_warmup"] == 5  # the user's name wins
     with pytest.raises(TypeError, match="image_options must be a dict"):
         ms.tl.fit(mdata, "label", image_options=[("patch_size", 4)])
 

@@ -116,9 +116,33 @@ def test_fit_with_gate_rank_predicts_and_round_trips(bmmc_donors, tmp_path, fast
                                model.predict(query, soft=True).to_numpy(), atol=1e-6)
 
 
-def test_recipes_keep_the_full_gate():
+def test_recipes_gate_rank():
     assert RECIPES["paper"]["gate_rank"] is None
-    assert RECIPES["default"]["gate_rank"] is None
+    assert RECIPES["default"]["gate_rank"] == "auto"
+
+
+def test_auto_gate_rank_goes_low_rank_from_the_threshold(bmmc, monkeypatch):
+    import mmdyn_sc.model._mmdynamics as mmdynamics_model
+
+    ms.MMDynamics.setup_mudata(bmmc, labels_key="cell_type")
+    n_rna, n_prot = bmmc["rna"].n_vars, bmmc["prot"].n_vars
+    assert n_prot < n_rna < mmdynamics_model.AUTO_GATE_MIN_FEATURES  # 1000 genes: full gates
+    auto = ms.MMDynamics(bmmc, n_hidden=8, gate_rank="auto")
+    assert all(isinstance(b.gate, FeatureGate) for b in auto.module.branches)
+    monkeypatch.setattr(mmdynamics_model, "AUTO_GATE_MIN_FEATURES", n_rna)
+    auto = ms.MMDynamics(bmmc, n_hidden=8, gate_rank="auto")
+    rna, prot = auto.module.branches
+    assert isinstance(rna.gate, LowRankFeatureGate)
+    assert rna.gate.rank == mmdynamics_model.AUTO_GATE_RANK
+    assert isinstance(prot.gate, FeatureGate)
+    with pytest.raises(TypeError, match="auto"):
+        ms.MMDynamics(bmmc, gate_rank="full")
+
+
+def test_fit_default_records_auto_gate_rank(bmmc, fast):
+    model = ms.tl.fit(bmmc, "cell_type", seed=0, **fast)
+    assert bmmc.uns["mmdyn"]["model_params"]["gate_rank"] == "auto"
+    assert all(isinstance(b.gate, FeatureGate) for b in model.module.branches)  # 1000 genes
 
 
 # ------------------------------------------------------------------ DDP

@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "in training, for queries lacking a modality (default: 0)")
     p_fit.add_argument("--gate-rank", type=int, metavar="R",
                        help="low-rank feature gates (d -> R -> d) instead of the full d x d "
-                       "gate, for modalities with thousands of features (default: full)")
+                       "gate, for modalities with thousands of features (default: rank 64 "
+                       "for modalities with >= 2000 features, the full gate below)")
     p_fit.add_argument("--image-key", default="image", metavar="KEY",
                        help="a modality whose .obsm holds KEY, (cells, channels, S, S) images, "
                        "is an image modality (default: image)")

@@ -28,8 +28,6 @@ from ._chunks import is_backed
 from ._images import (
     ALIGNED_IMAGE_KEY,
     absent_images,
-    check_image_modality,
-    check_image_size,
     image_storage,
     reindex_images,
 )
@@ -169,14 +167,19 @@ def _image_modality(images, obs_names: pd.Index) -> ad.AnnData:
     return adata
 
 
-def _align_images(adata: ad.AnnData, mod: str, spec: Mapping, obs_names: pd.Index):
-    """The image modality's images over the global cells, and the rows that have one."""
-    images = check_image_modality(adata, spec["obsm_key"], channels=spec.get("channels"))
-    check_image_size(images, f"modality {mod!r} obsm[{spec['obsm_key']!r}]",
-                     spec.get("image_size"))
-    images = image_storage(images)
+def _global_rows(adata: ad.AnnData, obs_names: pd.Index) -> tuple[np.ndarray, bool]:
+    """Row of each global cell in ``adata`` (-1: absent); whether those are its rows in order."""
     rows = adata.obs_names.get_indexer(obs_names)
-    same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
+    return rows, len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
+
+
+def _align_images(adata: ad.AnnData, spec: Mapping, obs_names: pd.Index):
+    """The image modality's images over the global cells, and the rows that have one.
+
+    The images were checked when the setup was resolved (``resolve_images``).
+    """
+    images = image_storage(adata.obsm[spec["obsm_key"]])
+    rows, same_rows = _global_rows(adata, obs_names)
     if not same_rows:
         images = reindex_images(images, rows, len(obs_names))
     return _image_modality(images, obs_names), rows >= 0
@@ -210,9 +213,10 @@ def align_mudata(
         all-zero, absent for every cell.
     images
         Image modalities: per modality ``obsm_key``, ``channels`` and ``image_size`` (see
-        :func:`~mmdyn_sc._data._images.image_spec`). Their images, checked and stored as
-        ``uint8`` or ``float32``, go to ``obsm[ALIGNED_IMAGE_KEY]`` of an aligned modality
-        without features (zero images where a cell has none).
+        :func:`~mmdyn_sc._data._images.image_spec`), already checked by
+        ``resolve_images``. Their images, stored as ``uint8`` or ``float32``, go to
+        ``obsm[ALIGNED_IMAGE_KEY]`` of an aligned modality without features (zero images
+        where a cell has none).
 
     Returns
     -------
@@ -239,7 +243,7 @@ def align_mudata(
                 mods[mod] = _image_modality(
                     absent_images(n_cells, spec["channels"], spec["image_size"]), obs_names)
             else:
-                mods[mod], present[:, i] = _align_images(mdata.mod[mod], mod, spec, obs_names)
+                mods[mod], present[:, i] = _align_images(mdata.mod[mod], spec, obs_names)
             obs[presence_column(i)] = present[:, i].astype(np.float32)
             continue
         if mod in absent:
@@ -258,10 +262,9 @@ def align_mudata(
         if sparse.issparse(matrix) and matrix.format not in ("csr", "csc"):
             matrix = matrix.tocsr()  # COO and others cannot select columns
         cols = _feature_indexer(adata, features[mod], mod, where)
-        rows = adata.obs_names.get_indexer(obs_names)
+        rows, same_rows = _global_rows(adata, obs_names)
         present[:, i] = rows >= 0
         same_cols = len(cols) == adata.n_vars and np.array_equal(cols, np.arange(adata.n_vars))
-        same_rows = len(rows) == adata.n_obs and np.array_equal(rows, np.arange(adata.n_obs))
         if is_backed(matrix):
             matrix = _backed_or_loaded(matrix, same_rows and same_cols, where)
         if not same_cols:

@@ -15,12 +15,13 @@ from ._patch_unet import PatchUNet, check_patch_grid
 
 #: Image options and their defaults (the 2411.00725 study: 8-pixel patches, two conv blocks
 #: of 32 and 64 channels, a 128-unit hidden layer; a U-net of two halvings from 16 channels).
-#: The patch gate is held for the first ``gate_warmup`` training steps (minibatches): it
-#: gates the image but neither learns nor pays its L1 term (weighted by ``gate_sparsity``)
-#: until the encoder has learnt what the images show. Trained from the first step, as in
-#: the study (``recipe="paper"``: ``gate_warmup=0``, ``gate_sparsity=1``), the gate shuts
-#: every patch of every BCCD image before the encoder learns anything, and a shut sigmoid
-#: gate gets almost no gradient back (benchmarks/results/images.md).
+#: ``gate_sparsity`` weighs the patch gate's L1 term (1, as the study). Not the study's: the
+#: gate is held for the first ``gate_warmup`` training steps (minibatches), gating the image
+#: but neither learning nor paying its L1 term, until the encoder has learnt what the
+#: images show. Trained from the first step, as in the study (``recipe="paper"``:
+#: ``gate_warmup=0``), the gate shuts every patch of every BCCD image before the encoder
+#: learns anything, and a shut sigmoid gate gets almost no gradient back
+#: (benchmarks/results/images.md).
 DEFAULT_IMAGE_OPTIONS = {
     "patch_size": 8,
     "encoder_depth": 2,
@@ -28,7 +29,7 @@ DEFAULT_IMAGE_OPTIONS = {
     "encoder_fc": 128,
     "unet_channels": 16,
     "unet_depth": 2,
-    "gate_sparsity": 0.3,
+    "gate_sparsity": 1.0,
     "gate_warmup": 100,
 }
 #: Integer options and their smallest allowed value; the others are numbers >= 0.

@@ -18,7 +18,8 @@ def check_gate_rank(rank: int | None, n_features: int, where: str = "") -> int |
     if rank is None:
         return None
     if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"gate_rank{where} must be a positive integer or None, got {rank!r}.")
+        raise TypeError(f"gate_rank{where} must be a positive integer or None (or \"auto\" "
+                        f"for the model), got {rank!r}.")
     rank = int(rank)
     if not 1 <= rank < n_features:
         raise ValueError(

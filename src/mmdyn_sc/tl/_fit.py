@@ -61,7 +61,7 @@ def fit(
     class_weights: str | None = _UNSET,
     confidence: str = _UNSET,
     modality_dropout: float = _UNSET,
-    gate_rank: int | Mapping[str, int | None] | None = _UNSET,
+    gate_rank: int | str | Mapping[str, int | None] | None = _UNSET,
     loss_weights: Mapping[str, float] | None = None,
     image_key: str = IMAGE_KEY,
     image_options: Mapping[str, float] | None = None,
@@ -113,9 +113,12 @@ def fit(
         Probability of hiding each of a cell's modalities from the fusion during training
         (never all of them), for predicting cells or queries that lack a modality.
     gate_rank
-        Rank of the feature gates (FI): ``None`` (both recipes: the full d x d gate of the
-        original), one int for every modality with more features than that, or a dict per
-        modality (those not named keep the full gate). A rank r replaces
+        Rank of the feature gates (FI): ``"auto"`` (recipe ``"default"``: rank 64 for
+        modalities with at least 2000 features, which lost no macro F1 against the full
+        gate in ``benchmarks/results/gate_rank.md``, the full gate below), ``None``
+        (recipe ``"paper"``: the full d x d gate of the original), one int for every
+        modality with more features than that, or a dict per modality (those not named
+        keep the full gate). A rank r replaces
         ``sigmoid(A x + a)`` by ``sigmoid(B (A x) + b)`` with ``A`` d -> r and ``B`` r -> d:
         the same per-feature gate in (0, 1) with O(d r) instead of O(d^2) parameters, for
         modalities with thousands of features (e.g. ``gate_rank={"rna": 64}``). A rank
@@ -128,8 +131,9 @@ def fit(
     image_options
         Patch size, image network sizes and the patch gate's L1 factor (see
         :class:`~mmdyn_sc.MMDynamics`), e.g. ``{"patch_size": 8}`` (the default: an 8 x 8
-        heatmap on 64 x 64 images). ``recipe="paper"`` sets the study's L1 weight
-        (``gate_sparsity=1``, ``gate_warmup=0``); names given here override the recipe's.
+        heatmap on 64 x 64 images). ``recipe="paper"`` trains the patch gate from the
+        first step as the study did (``gate_warmup=0``); names given here override the
+        recipe's.
     max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
         Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
         full batch).

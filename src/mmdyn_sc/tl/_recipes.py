@@ -6,7 +6,8 @@ from __future__ import annotations
 #: validation split. ``"paper"``: the original MM dynamics recipe exactly (full batch,
 #: H=1000, dropout 0.5, min-max scaling fitted on the training cells, Adam 1e-4 / weight
 #: decay 1e-4, StepLR 500 / 0.2, no class weights, no early stopping, fixed epoch count).
-#: Both keep the full d x d feature gate (``gate_rank=None``).
+#: ``"default"`` gates modalities of >= 2000 features with rank 64 (``gate_rank="auto"``,
+#: benchmarks/results/gate_rank.md); ``"paper"`` keeps the full d x d gate.
 RECIPES: dict[str, dict] = {
     "default": {
         "n_hidden": 256,
@@ -15,7 +16,7 @@ RECIPES: dict[str, dict] = {
         "class_weights": "balanced",
         "confidence": "tcp",
         "modality_dropout": 0.0,
-        "gate_rank": None,
+        "gate_rank": "auto",
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "lr_step_size": None,
@@ -45,10 +46,9 @@ RECIPES: dict[str, dict] = {
 }
 
 #: Image options of each recipe (see :data:`~mmdyn_sc.module.DEFAULT_IMAGE_OPTIONS`); a
-#: user's ``image_options`` override them name by name. ``"paper"`` keeps the study's L1
-#: weight on the patch gate, from the first step.
-RECIPE_IMAGE_OPTIONS: dict[str, dict] = {"default": {},
-                                         "paper": {"gate_sparsity": 1.0, "gate_warmup": 0}}
+#: user's ``image_options`` override them name by name. ``"paper"`` trains the patch gate
+#: from the first step, as the study did.
+RECIPE_IMAGE_OPTIONS: dict[str, dict] = {"default": {}, "paper": {"gate_warmup": 0}}
 
 MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights", "confidence",
                  "modality_dropout", "gate_rank")
