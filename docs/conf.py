@@ -287,8 +287,29 @@ html_css_files = ["custom.css"]
 pygments_style = "default"
 
 
+def _public_bases(app, name, obj, options, bases):
+    """Show a private base of ours (e.g. ``module._branch_heads.BranchHeads``) as its bases."""
+    i = 0
+    while i < len(bases):
+        base = bases[i]
+        module = getattr(base, "__module__", "")
+        if module.startswith("mmdyn_sc.") and module.rsplit(".", 1)[-1].startswith("_") \
+                and base.__name__ not in _documented():
+            bases[i:i + 1] = list(base.__bases__)
+        else:
+            i += 1
+
+
+def _documented() -> set[str]:
+    import mmdyn_sc
+    import mmdyn_sc.module
+
+    return set(dir(mmdyn_sc)) | set(getattr(mmdyn_sc.module, "__all__", dir(mmdyn_sc.module)))
+
+
 def setup(app):
     """Sphinx hooks of this project."""
     app.connect("missing-reference", _resolve_renamed)
     app.connect("autodoc-skip-member", _skip_member)
+    app.connect("autodoc-process-bases", _public_bases)
     app.connect("autodoc-before-process-signature", _readable_sentinel_defaults)

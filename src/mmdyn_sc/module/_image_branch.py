@@ -64,7 +64,7 @@ class ImageBranch(BranchHeads):
 
     The counterpart of ``ModalityBranch`` for images (n, C, S, S) stored as ``uint8`` or
     float in [0, 1] (converted to float per minibatch), then scaled per channel by
-    ``scaler`` (a :class:`ChannelScaler`, the identity until the model fits it on the
+    ``scaler`` (a ``ChannelScaler``, the identity until the model fits it on the
     training images: z-scored channels with ``feature_scaling="standard"``, so that a
     shut patch reads as the mean colour). In training mode each image is flipped at
     random (horizontally and vertically, each with probability 1/2); never when
