@@ -171,7 +171,7 @@ class MMDynamics(BaseModelClass):
         confidence: str = "tcp",
         modality_dropout: float = 0.0,
         gate_rank: int | str | Mapping[str, int | None] | None = None,
-        image_options: Mapping[str, int] | None = None,
+        image_options: Mapping[str, float] | None = None,
     ):
         aligned = self._aligned_for(mdata)
         super().__init__(aligned.mdata)

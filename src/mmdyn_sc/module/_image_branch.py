@@ -8,7 +8,6 @@ from collections.abc import Mapping
 import torch
 
 from ._branch_heads import BranchHeads
-from ._confidence import check_confidence_option
 from ._feature_scaler import ChannelScaler
 from ._image_encoder import ImageEncoder, as_float_images, random_flips
 from ._patch_unet import PatchUNet, check_patch_grid
@@ -118,7 +117,6 @@ class ImageBranch(BranchHeads):
         options: Mapping | None = None,
     ):
         super().__init__()
-        check_confidence_option(confidence)
         options = image_options(options)
         self.options = options
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
@@ -156,11 +154,8 @@ class ImageBranch(BranchHeads):
             images = random_flips(images)
         heatmap = None
         if self.gate is not None:
-            if held:  # the untrained gate (about 0.5 everywhere) gates, but does not learn
-                heatmap = self.gate(images).detach()
-                images = images * self.gate.upsample_heatmap(heatmap)
-            else:
-                images, heatmap = self.gate.gate(images)
+            # While held, the untrained gate (about 0.5 everywhere) gates but does not learn.
+            images, heatmap = self.gate.gate(images, detach=held)
         return {
             "gate": None if heatmap is None else heatmap.flatten(1),
             "heatmap": heatmap,

@@ -70,7 +70,6 @@ class ModalityBranch(BranchHeads):
         gate_rank: int | None = None,
     ):
         super().__init__()
-        check_confidence_option(confidence)
         self.scaler = FeatureScaler(n_features)
         self.gate = (
             make_feature_gate(n_features, gate_rank) if feature_informativeness else None

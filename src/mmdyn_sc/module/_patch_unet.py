@@ -123,8 +123,9 @@ class PatchUNet(nn.Module):
         """Grid (n, H/p, W/p) -> (n, 1, H, W) by nearest-neighbour repetition."""
         return F.interpolate(heatmap.unsqueeze(1), scale_factor=self.patch_size, mode="nearest")
 
-    def gate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gate the images by their heatmap.
+    def gate(self, images: torch.Tensor,
+             detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gate the images by their heatmap (``detach``: without gradient to the gate).
 
         Returns
         -------
@@ -133,4 +134,6 @@ class PatchUNet(nn.Module):
         grid (n, H/p, W/p) in (0, 1), on which an L1 (sparsity) penalty is taken.
         """
         heatmap = self(images)
+        if detach:
+            heatmap = heatmap.detach()
         return images * self.upsample_heatmap(heatmap), heatmap
