@@ -11,11 +11,14 @@
   (<confidence>)`` (FI and MI) for every confidence option, and MI only / MM dyn with
   ``modality_dropout=0.3`` (``+ mdrop``);
 - ``MM rna only`` / ``MM prot only``: mmdyn_sc trained on one modality (the "model trained
-  without it" reference), with the confidence option of the split's default configuration;
-- ``default``: per split, the MM dyn variant (confidence option x modality dropout) with the
-  highest mean validation macro F1 over that split's seeds. Validation cells are the 10 %
-  (per class) of the *training* cells that ``tl.fit``'s default recipe holds out for early
-  stopping (``uns["mmdyn"]["metrics"]["validation"]``); test cells are never used.
+  without it" reference), with the confidence option of the split's validation-chosen variant;
+- ``default``: the MM dyn variant that ``tl.fit``'s default recipe is (``RECIPES["default"]``);
+  that recipe is chosen on the validation macro F1 of both datasets' runs, never on test cells;
+- ``MM dyn (val-chosen)``: per split, the MM dyn variant (confidence option x modality
+  dropout) with the highest mean validation macro F1 over that split's seeds. Validation
+  cells are the 10 % (per class) of the *training* cells that ``tl.fit``'s default recipe
+  holds out for early stopping (``uns["mmdyn"]["metrics"]["validation"]``); test cells are
+  never used. ``MI (chosen)``: the same choice among the MI-only variants.
 
 Every multimodal model (and LR, with the missing block set to its training mean) is also
 scored with one modality removed at test time (the query MuData lacks it): conditions
@@ -285,20 +288,54 @@ def choose(records, split, candidates):
     return best, table
 
 
+def recipe_default_method() -> str:
+    """The MM dyn variant that ``tl.fit``'s ``"default"`` recipe is (confidence, dropout)."""
+    from mmdyn_sc.tl import RECIPES
+
+    recipe = RECIPES["default"]
+    drop = recipe["modality_dropout"]
+    name = f"MM dyn ({recipe['confidence']})" + (" + mdrop" if drop else "")
+    if drop not in (0, MDROP) or name not in SPECS:
+        raise ValueError(f"tl.fit's default recipe ({recipe['confidence']}, modality_dropout "
+                         f"{drop}) is not one of the benchmarked variants")
+    return name
+
+
+VAL_CHOSEN = "MM dyn (val-chosen)"
+DERIVED = ("default", VAL_CHOSEN, "MI (chosen)")
+
+
 def with_derived(records):
-    """Add ``default`` and ``MI (chosen)`` rows: copies of the validation-chosen variants."""
-    out = [r for r in records if r["method"] not in ("default", "MI (chosen)")]
+    """Add the derived rows: ``default`` (copies of the variant ``tl.fit``'s default recipe
+    is), ``MM dyn (val-chosen)`` and ``MI (chosen)`` (copies of the variant with the best
+    validation macro F1 per split)."""
+    out = [r for r in records if r["method"] not in DERIVED]
+    base = list(out)
+    default = recipe_default_method()
+    out += [{**r, "method": "default", "chosen": default} for r in base
+            if r["method"] == default]
     choices = {}
-    for split in dict.fromkeys(r["split"] for r in records):
-        for derived, candidates in (("default", DEFAULT_CANDIDATES),
+    for split in dict.fromkeys(r["split"] for r in base):
+        for derived, candidates in ((VAL_CHOSEN, DEFAULT_CANDIDATES),
                                     ("MI (chosen)", MI_CANDIDATES)):
-            best, table = choose(records, split, candidates)
+            best, table = choose(base, split, candidates)
             choices[(split, derived)] = (best, table)
             if best is None:
                 continue
-            out += [{**r, "method": derived, "chosen": best} for r in records
+            out += [{**r, "method": derived, "chosen": best} for r in base
                     if r["split"] == split and r["method"] == best]
     return out, choices
+
+
+def validation_ranking(records, candidates):
+    """Mean validation macro F1 of each candidate over every run (all splits and seeds)."""
+    table = {}
+    for name in candidates:
+        vals = [r["val_f1_macro"] for r in records if r["method"] == name
+                and r["condition"] == "full" and r.get("val_f1_macro") is not None]
+        if vals:
+            table[name] = float(np.mean(vals))
+    return dict(sorted(table.items(), key=lambda kv: -kv[1]))
 
 
 # ---------------------------------------------------------------------------- report
@@ -352,7 +389,7 @@ def tcp_diff(records, a_method, b_method, mod):
 def report(dataset, records, meta) -> str:
     records, choices = with_derived(records)
     splits_ = list(dict.fromkeys(r["split"] for r in records))
-    methods = [m for m in ["default", "MI (chosen)", *SPECS] if rows_of(records, m, "full")]
+    methods = [m for m in [*DERIVED, *SPECS] if rows_of(records, m, "full")]
     lines = [f"## {dataset}: {meta.get('title', '')}".rstrip(": "), ""]
     lines.append(meta["protocol"])
     lines.append("")
@@ -410,8 +447,13 @@ def report(dataset, records, meta) -> str:
     lines.append("Validation choice (per split, mean validation macro F1 over its seeds; "
                  "test cells never used):")
     lines.append("")
+    lines.append(f"- `default` is `tl.fit`'s default recipe: **{recipe_default_method()}**. "
+                 "Mean validation macro F1 of each MM dyn variant over all runs of this "
+                 "dataset (the default is chosen on these, for both datasets): "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in
+                             validation_ranking(records, DEFAULT_CANDIDATES).items()))
     for split in splits_:
-        for derived in ("default", "MI (chosen)"):
+        for derived in (VAL_CHOSEN, "MI (chosen)"):
             best, table = choices.get((split, derived), (None, {}))
             if best is None:
                 continue
@@ -421,8 +463,9 @@ def report(dataset, records, meta) -> str:
     refs = {r["split"]: r.get("options", {}).get("confidence") for r in records
             if r["method"] in ("MM rna only", "MM prot only")}
     if refs:
-        lines.append("- single-modality references fitted with the default's confidence "
-                     "option: " + ", ".join(f"{s}: {c}" for s, c in refs.items()))
+        lines.append("- single-modality references fitted with the validation-chosen "
+                     "variant's confidence option: "
+                     + ", ".join(f"{s}: {c}" for s, c in refs.items()))
     lines.append("")
 
     # targets
@@ -566,13 +609,61 @@ def run(dataset, args, specs, out_json):
         write_json(out_json, meta, records)
         return meta
 
+    def fit_mm_methods(split, train, test, split_seeds, info, names, ref_conf=None):
+        nonlocal n_fits, fit_seconds
+        for seed in split_seeds:
+            for name in names:
+                if SPECS[name]["kind"] == "mm":
+                    options, mods = SPECS[name]["fit"], MODS
+                else:
+                    options, mods = {"confidence": ref_conf}, SPECS[name]["mods"]
+                rows = fit_mm(train, test, seed, options, mods, max_epochs)
+                n_fits += 1
+                fit_seconds += rows[0]["seconds"]
+                records.extend({"dataset": dataset, "split": split, "seed": seed,
+                                "method": name, "options": dict(options), **r, **info}
+                               for r in rows)
+                removed = " ".join(f"{r['condition']} " + (f"{r['f1_macro']:.3f}"
+                                   if r["status"] == "ok" else PENDING)
+                                   for r in rows[1:])
+                log(f"{split} seed {seed} {name}: macro F1 {rows[0]['f1_macro']:.3f} "
+                    f"{removed} | val {rows[0]['val_f1_macro']:.3f} | "
+                    f"{rows[0]['epochs']} epochs {rows[0]['seconds']:.1f}s "
+                    f"(mean fit {fit_seconds / n_fits:.1f}s)")
+
+    def reference_confidence(split):
+        best, _ = choose(records, split, DEFAULT_CANDIDATES)
+        ref_conf = SPECS[best]["fit"]["confidence"] if best else "tcp"
+        log(f"{split}: validation-chosen default {best}; references use "
+            f"confidence={ref_conf}")
+        return ref_conf
+
+    refs = [m for m in specs if SPECS[m]["kind"] == "mm_ref"]
+    refit = [m for m in (args.refit or []) if SPECS[m]["kind"] == "mm"]
     for split, train, test, split_seeds, info in splits(dataset, mdata, args.folds, only, seeds):
         splits_run.append(split)
-        if split in done_splits:
+        if split in done_splits and not refit:
             log(f"{split}: already in {out_json}, skipped (--resume)")
             continue
-        log(f"{split}: {train.n_obs} training / {test.n_obs} test cells {info}")
         split_start = time.perf_counter()
+        if split in done_splits:  # --refit: replace these methods' rows, keep the others
+            log(f"{split}: refitting {', '.join(refit)}")
+            records[:] = [r for r in records
+                          if not (r["split"] == split and r["method"] in refit)]
+            fit_mm_methods(split, train, test, split_seeds, info, refit)
+            ref_conf = reference_confidence(split)
+            stale = {r["method"] for r in records if r["split"] == split
+                     and r["method"] in refs and r["options"]["confidence"] != ref_conf}
+            if stale:  # the references follow the default's confidence option
+                records[:] = [r for r in records
+                              if not (r["split"] == split and r["method"] in stale)]
+                fit_mm_methods(split, train, test, split_seeds, info,
+                               [m for m in refs if m in stale], ref_conf)
+            split_seconds[split] = (split_seconds.get(split, 0.0)
+                                    + time.perf_counter() - split_start)
+            save()
+            continue
+        log(f"{split}: {train.n_obs} training / {test.n_obs} test cells {info}")
         for name in [m for m in specs if SPECS[m]["kind"] == "lr"]:
             rows = fit_lr(train, test, SPECS[name]["mods"], c_grid)
             for seed in split_seeds:
@@ -580,33 +671,11 @@ def run(dataset, args, specs, out_json):
                              "method": name, **r, **info} for r in rows]
             log(f"{split} {name}: C={rows[0]['C']:g} macro F1 {rows[0]['f1_macro']:.3f} "
                 f"({rows[0]['seconds']:.1f}s)")
-        mm = [m for m in specs if SPECS[m]["kind"] == "mm"]
-        refs = [m for m in specs if SPECS[m]["kind"] == "mm_ref"]
-        for stage, names in (("models", mm), ("references", refs)):
-            if stage == "references" and names:
-                best, _ = choose(records, split, DEFAULT_CANDIDATES)
-                ref_conf = SPECS[best]["fit"]["confidence"] if best else "tcp"
-                log(f"{split}: validation-chosen default {best}; references use "
-                    f"confidence={ref_conf}")
-            for seed in split_seeds:
-                for name in names:
-                    if SPECS[name]["kind"] == "mm":
-                        options, mods = SPECS[name]["fit"], MODS
-                    else:
-                        options, mods = {"confidence": ref_conf}, SPECS[name]["mods"]
-                    rows = fit_mm(train, test, seed, options, mods, max_epochs)
-                    n_fits += 1
-                    fit_seconds += rows[0]["seconds"]
-                    records += [{"dataset": dataset, "split": split, "seed": seed,
-                                 "method": name, "options": dict(options), **r, **info}
-                                for r in rows]
-                    removed = " ".join(f"{r['condition']} " + (f"{r['f1_macro']:.3f}"
-                                       if r["status"] == "ok" else PENDING)
-                                       for r in rows[1:])
-                    log(f"{split} seed {seed} {name}: macro F1 {rows[0]['f1_macro']:.3f} "
-                        f"{removed} | val {rows[0]['val_f1_macro']:.3f} | "
-                        f"{rows[0]['epochs']} epochs {rows[0]['seconds']:.1f}s "
-                        f"(mean fit {fit_seconds / n_fits:.1f}s)")
+        fit_mm_methods(split, train, test, split_seeds, info,
+                       [m for m in specs if SPECS[m]["kind"] == "mm"])
+        if refs:
+            fit_mm_methods(split, train, test, split_seeds, info, refs,
+                           reference_confidence(split))
         split_seconds[split] = time.perf_counter() - split_start
         save()
     return save(final=True), records
@@ -674,11 +743,19 @@ def main(argv=None):
                         help="rebuild the table from saved rows without fitting")
     parser.add_argument("--resume", action="store_true",
                         help="keep the splits already in the JSON and run the others")
+    parser.add_argument("--refit", nargs="+", default=None, choices=list(SPECS),
+                        metavar="METHOD",
+                        help="with --resume: refit these mmdyn_sc methods in the splits "
+                             "already saved, replacing their rows (and the single-modality "
+                             "references if the validation-chosen default's confidence "
+                             "option changes)")
     parser.add_argument("--lr-c-range", type=float, nargs=3, default=[-3, 1, 9],
                         metavar=("LOG10_LOW", "LOG10_HIGH", "N"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (1 on a shared 2-core machine)")
     args = parser.parse_args(argv)
+    if args.refit and not args.resume:
+        parser.error("--refit needs --resume (it replaces rows of a saved run)")
 
     datasets = ("bmmc", "pbmc10k") if args.dataset == "both" else (args.dataset,)
     if args.from_json is not None:

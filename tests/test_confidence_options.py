@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import mmdyn_sc as ms
 from mmdyn_sc import Key
@@ -45,8 +46,14 @@ def test_each_confidence_option_trains_and_writes_its_keys(bmmc, option, fast):
 
 
 def test_modality_dropout_zero_is_the_original(bmmc_donors, fast):
+    """modality_dropout=0 gives the model of a fit without the option (MMDynamics' own
+    defaults: confidence "tcp", no modality dropout), bit for bit."""
     train, _ = bmmc_donors
-    plain = ms.tl.fit(train.copy(), "cell_type", seed=5, **fast)
+    ms.MMDynamics.setup_mudata(train, labels_key="cell_type")
+    torch.manual_seed(5)
+    plain = ms.MMDynamics(train, n_hidden=fast["n_hidden"], feature_scaling="standard",
+                          class_weights="balanced", gate_rank="auto")
+    plain.train(max_epochs=fast["max_epochs"], seed=5, enable_progress_bar=False)
     explicit = ms.tl.fit(train.copy(), "cell_type", seed=5, modality_dropout=0.0,
                          confidence="tcp", **fast)
     a, b = plain.module.state_dict(), explicit.module.state_dict()

@@ -70,8 +70,8 @@ def test_gate_is_held_during_warmup():
     images = torch.rand(4, 3, 16, 16)
     weights, gate_grads = [], []
     for _ in range(5):
-        weights.append(branch.sparsity_weight)
         out = branch.train()(images)
+        weights.append(branch.sparsity_weight)  # as the loss reads it, after the forward
         branch.zero_grad()
         (out["logits"].sum() + out["gate"].sum()).backward()
         gate_grads.append(any(p.grad is not None and p.grad.abs().sum() > 0
@@ -82,6 +82,9 @@ def test_gate_is_held_during_warmup():
     assert gate_grads == [False, False, False, True, True]
     assert int(branch.training_steps) == 5
     assert "training_steps" in branch.state_dict()  # resumed with the checkpoint
+    assert not branch.warming_up
+    branch.load_state_dict({**branch.state_dict(), "training_steps": torch.tensor(1)})
+    assert branch.warming_up  # a loaded step count is read again
     no_warmup = ImageBranch(3, 16, 8, 2, 0.0, True, False, options={**SMALL, "gate_warmup": 0})
     assert no_warmup.sparsity_weight == DEFAULT_IMAGE_OPTIONS["gate_sparsity"]
 

@@ -298,10 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: %(default)s)")
     p_fit.add_argument("--confidence", choices=["tcp", "tcp_calibrated", "energy", "pdf"],
                        help="confidence estimator weighing each modality per cell (default: "
-                       "the recipe's, tcp)")
+                       "the recipe's: energy; paper: tcp)")
     p_fit.add_argument("--modality-dropout", type=float, metavar="P",
                        help="probability of hiding each modality of a cell from the fusion "
-                       "in training, for queries lacking a modality (default: 0)")
+                       "in training, for queries lacking a modality (default: the recipe's: "
+                       "0.3; paper: 0)")
     p_fit.add_argument("--gate-rank", type=int, metavar="R",
                        help="low-rank feature gates (d -> R -> d) instead of the full d x d "
                        "gate, for modalities with thousands of features (default: rank 64 "

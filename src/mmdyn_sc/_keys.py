@@ -16,7 +16,10 @@ SPLIT_TRAIN = "train"
 SPLIT_VALIDATION = "validation"
 SPLIT_UNLABELED = "unlabeled"
 SPLIT_QUERY = "query"
-SPLIT_CATEGORIES = [SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELED, SPLIT_QUERY]
+#: Training cells held out for the confidence heads of ``"tcp_calibrated"``.
+SPLIT_CALIBRATION = "calibration"
+SPLIT_CATEGORIES = [SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELED, SPLIT_QUERY,
+                    SPLIT_CALIBRATION]
 
 
 class Key:

@@ -41,6 +41,9 @@ from ._validation import (
 
 #: Column of the aligned copy's ``obs`` holding integer label codes (-1: no label).
 LABELS_COLUMN = "_mmdyn_labels"
+#: Column of the aligned copy flagging the held-out calibration cells of a fit (1.0), set by
+#: :meth:`~mmdyn_sc.MMDynamics.train`.
+CALIBRATION_COLUMN = "_mmdyn_calibration"
 
 
 def presence_column(index: int) -> str:
@@ -56,7 +59,8 @@ class AlignedData:
     ----------
     mdata
         One modality per requested modality, every one over ``obs_names`` (the user's global
-        cells), plus ``obs[LABELS_COLUMN]`` and ``obs[presence_column(i)]``.
+        cells), plus ``obs[LABELS_COLUMN]``, ``obs[CALIBRATION_COLUMN]`` (zeros) and
+        ``obs[presence_column(i)]``.
     present
         Boolean array (n_cells, n_modalities): cell has that modality.
     """
@@ -234,6 +238,7 @@ def align_mudata(
         if label_codes is None
         else np.asarray(label_codes, dtype=np.float32)
     )
+    obs[CALIBRATION_COLUMN] = np.zeros(n_cells, dtype=np.float32)
     present = np.zeros((n_cells, len(modalities)), dtype=bool)
     mods = {}
     for i, mod in enumerate(modalities):

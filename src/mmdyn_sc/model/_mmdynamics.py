@@ -18,7 +18,13 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 
-from .._data import LABELS_COLUMN, AlignedData, align_mudata, presence_column
+from .._data import (
+    CALIBRATION_COLUMN,
+    LABELS_COLUMN,
+    AlignedData,
+    align_mudata,
+    presence_column,
+)
 from .._data._images import ALIGNED_IMAGE_KEY, IMAGE_KEY
 from .._utils import logger
 from ..module import MMDynamicsModule
@@ -30,7 +36,7 @@ from ._fingerprint import run_fingerprint
 from ._inference import InferenceResult, run_inference
 from ._load_check import compare_with_saved_setup, mismatch_error, state_dict_error
 from ._setup import resolve_setup
-from ._split import stratified_split
+from ._split import calibration_split, stratified_split
 from ._training_plan import MMDynamicsTrainingPlan
 
 #: ``gate_rank="auto"``: this rank for tabular modalities with at least
@@ -108,7 +114,8 @@ class MMDynamics(BaseModelClass):
     confidence
         How MI weighs each modality per cell (see :class:`~mmdyn_sc.module.MMDynamicsModule`):
         ``"tcp"`` (the original unbounded TCP regression), ``"tcp_calibrated"`` (bounded,
-        detached target and input), ``"energy"`` (QMF energy score) or ``"pdf"``
+        detached target and input, learnt on held-out calibration cells: see
+        ``calibration_size`` in :meth:`train`), ``"energy"`` (QMF energy score) or ``"pdf"``
         (Predictive Dynamic Fusion).
     modality_dropout
         Probability of hiding each of a cell's modalities from the fusion during training
@@ -286,8 +293,12 @@ class MMDynamics(BaseModelClass):
             mask_var=dict(mask_var or {}), features=features, classes=classes,
             image_key=image_key, images=images,
         )
+        # Models saved before held-out calibration cells existed have no such field.
+        calibration = (source_registry is None
+                       or rk.CALIBRATION in source_registry.get("field_registries", {}))
         manager = AnnDataManager(
-            fields=cls._fields(modalities, images), setup_method_args=setup_method_args
+            fields=cls._fields(modalities, images, calibration),
+            setup_method_args=setup_method_args,
         )
         with quiet_scvi():  # "Generating sequential column names" for every image field
             if source_registry is not None:
@@ -310,7 +321,8 @@ class MMDynamics(BaseModelClass):
         raise NotImplementedError("MMDynamics works on MuData; use MMDynamics.setup_mudata.")
 
     @staticmethod
-    def _fields(modalities: Sequence[str], images: Mapping[str, Mapping]) -> list:
+    def _fields(modalities: Sequence[str], images: Mapping[str, Mapping],
+                calibration: bool = True) -> list:
         mod_fields = []
         for i, mod in enumerate(modalities):
             if mod in images:
@@ -322,7 +334,11 @@ class MMDynamics(BaseModelClass):
             mod_fields.append(field)
             mod_fields.append(fields.MuDataNumericalObsField(rk.modality_present(i),
                                                              presence_column(i)))
-        return mod_fields + [fields.MuDataNumericalObsField(rk.LABELS, LABELS_COLUMN)]
+        mod_fields.append(fields.MuDataNumericalObsField(rk.LABELS, LABELS_COLUMN))
+        if calibration:
+            mod_fields.append(fields.MuDataNumericalObsField(rk.CALIBRATION,
+                                                             CALIBRATION_COLUMN))
+        return mod_fields
 
     @classmethod
     def _aligned_for(cls, mdata: MuData) -> AlignedData:
@@ -445,6 +461,7 @@ class MMDynamics(BaseModelClass):
         lr_gamma: float = 0.2,
         batch_size: int | None = 128,
         train_size: float = 0.9,
+        calibration_size: float = 0.1,
         early_stopping: bool = True,
         early_stopping_patience: int = 20,
         early_stopping_monitor: str = "validation_loss",
@@ -478,6 +495,14 @@ class MMDynamics(BaseModelClass):
         train_size
             Fraction of each class's labelled cells used for training; 1.0 leaves no
             validation cells (then early stopping watches the training loss).
+        calibration_size
+            ``confidence="tcp_calibrated"`` with MI only: fraction of each class's training
+            cells held out as calibration cells (seeded, at least one cell of a class stays
+            in training). Their labels train only the confidence heads, which learn the TCP
+            of cells the classifiers do not fit (run without dropout, as at prediction); no
+            other term sees them. Kept in ``calibration_indices`` (a subset of
+            ``train_indices``). 0 trains the heads on the training cells' own TCP instead.
+            Ignored by the other options.
         early_stopping, early_stopping_patience, early_stopping_monitor
             Stop when the monitored metric has not improved for that many epochs.
         seed
@@ -522,6 +547,8 @@ class MMDynamics(BaseModelClass):
         split_seed = 0 if seed is None else int(seed)
         train_idx, val_idx = stratified_split(labels, train_size, split_seed,
                                               classes=self.classes_)
+        calibration_idx = self._mark_calibration_cells(labels, train_idx, calibration_size,
+                                                       split_seed)
         has_none = ~self._present[train_idx].any(axis=1)
         if has_none.any():
             raise ValueError(
@@ -549,7 +576,8 @@ class MMDynamics(BaseModelClass):
         train_params = {
             "max_epochs": int(max_epochs), "lr": lr, "weight_decay": weight_decay,
             "lr_step_size": lr_step_size, "lr_gamma": lr_gamma, "batch_size": int(batch_size),
-            "train_size": train_size, "early_stopping": early_stopping,
+            "train_size": train_size, "calibration_size": calibration_size,
+            "early_stopping": early_stopping,
             "early_stopping_patience": early_stopping_patience, "seed": seed,
         }
         self._add_checkpointing(trainer_kwargs, checkpoint_dir, checkpoint_every_n_epochs,
@@ -585,7 +613,24 @@ class MMDynamics(BaseModelClass):
         self._global_rank = int(runner.trainer.global_rank)
         self.train_indices = np.asarray(train_idx)
         self.validation_indices = np.asarray(val_idx)
+        self.calibration_indices = calibration_idx
         self.train_params_ = train_params
+
+    def _mark_calibration_cells(self, labels: np.ndarray, train_idx: np.ndarray,
+                                size: float, seed: int) -> np.ndarray:
+        """Choose the held-out calibration cells and flag them in the aligned copy's obs."""
+        if not 0.0 <= size < 1.0:
+            raise ValueError(f"calibration_size must be in [0, 1), got {size}.")
+        obs = self.adata.obs
+        calibration_idx = np.array([], dtype=int)
+        if (size > 0 and self.module.learns_confidence_held_out
+                and rk.CALIBRATION in self.adata_manager.data_registry):
+            calibration_idx = calibration_split(labels, train_idx, size, seed)
+        if CALIBRATION_COLUMN in obs:
+            flags = np.zeros(len(obs), dtype=np.float32)
+            flags[calibration_idx] = 1.0
+            obs[CALIBRATION_COLUMN] = flags
+        return calibration_idx
 
     @property
     def is_global_zero(self) -> bool:

@@ -65,3 +65,24 @@ def stratified_split(
     train_idx = np.sort(np.concatenate(train)) if train else np.array([], dtype=int)
     val_idx = np.sort(np.concatenate(validation)) if validation else np.array([], dtype=int)
     return train_idx, val_idx
+
+
+def calibration_split(
+    labels: np.ndarray, train_idx: np.ndarray, size: float, seed: int
+) -> np.ndarray:
+    """Held-out calibration cells: a seeded per-class fraction ``size`` of ``train_idx``.
+
+    Each class of the training cells gives ``n - max(1, round((1 - size) n))`` cells, so a
+    class keeps at least one fitted cell (and a class of one or two cells usually gives none).
+
+    Returns
+    -------
+    Sorted indices into ``labels``, a subset of ``train_idx``.
+    """
+    if not 0.0 < size < 1.0:
+        raise ValueError(f"calibration size must be in (0, 1), got {size}.")
+    train_idx = np.asarray(train_idx)
+    with warnings.catch_warnings():  # a class with one training cell simply keeps it
+        warnings.simplefilter("ignore", UserWarning)
+        _, held = stratified_split(np.asarray(labels)[train_idx], 1.0 - size, seed)
+    return np.sort(train_idx[held])

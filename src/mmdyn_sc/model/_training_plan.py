@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 
 from .._metrics import metrics_from_confusion
-from ._registry_keys import unpack_batch
+from ._registry_keys import held_out_cells, unpack_batch
 
 
 class MMDynamicsTrainingPlan(pl.LightningModule):
@@ -54,7 +54,13 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
     def _step(self, batch, stage: str):
         xs, present, labels = unpack_batch(batch, self.n_modalities)
         outputs = self.module(xs, present)
-        loss, parts = self.module.loss(outputs, labels, present)
+        held_out = None
+        if stage == "train" and getattr(self.module, "learns_confidence_held_out", False):
+            held_out = held_out_cells(batch)
+        if held_out is None:
+            loss, parts = self.module.loss(outputs, labels, present)
+        else:  # held-out calibration cells train the confidence heads only
+            loss, parts = self.module.loss(outputs, labels, present, held_out=held_out, xs=xs)
         # Accumulate on the device and log once per epoch: a self.log call per step and
         # metric costs more than the step itself for small models. Running sums (not the
         # per-cell labels) keep the memory constant in the number of cells.

@@ -8,7 +8,8 @@ Four estimators are available (:data:`CONFIDENCE_OPTIONS`); the module
     non-detached TCP, its output scales the latent.
 ``"tcp_calibrated"``
     :class:`BoundedConfidenceHead`: a sigmoid head on the detached latent, regressed on the
-    detached TCP; its (detached) output scales the latent.
+    detached TCP of held-out cells that the classifiers do not fit (see
+    ``MMDynamicsModule.held_out_confidence_error``); its (detached) output scales the latent.
 ``"energy"``
     The energy score of QMF (Zhang et al., ICML 2023), see :mod:`._energy`; no head.
 ``"pdf"``
@@ -93,15 +94,14 @@ def tcp_regression_error(
     """Per-cell error of the predicted TCP, as each option trains it, (n,).
 
     ``"tcp"``: squared error on the non-detached TCP (the original, which lets the
-    confidence loss also move the modality's classifier and encoder). ``"tcp_calibrated"``:
-    squared error on the detached TCP. ``"pdf"``: absolute error on the detached TCP (the
-    official PDF code uses an L1 loss).
+    confidence loss also move the modality's classifier and encoder). ``"tcp_calibrated"``
+    and ``"pdf"``: absolute error on the detached TCP (the official PDF code uses an L1
+    loss; for ``"tcp_calibrated"`` it is the error the fit reports, see
+    ``MMDynamicsModule.held_out_confidence_error``).
     """
     if confidence == "tcp":
         return (tcp_hat - tcp) ** 2
-    if confidence == "tcp_calibrated":
-        return (tcp_hat - tcp.detach()) ** 2
-    if confidence == "pdf":
+    if confidence in ("tcp_calibrated", "pdf"):
         return (tcp_hat - tcp.detach()).abs()
     raise ValueError(f"Confidence {confidence!r} does not predict the TCP.")
 

@@ -120,6 +120,10 @@ class ImageBranch(BranchHeads):
         options = image_options(options)
         self.options = options
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
+        # Host copy of training_steps (read from the buffer once, then counted here: reading
+        # a GPU buffer every step would wait for the device) and the last step's hold.
+        self._steps_seen: int | None = None
+        self._held_step = False
         self.scaler = ChannelScaler(channels)
         if feature_informativeness:
             check_patch_grid(image_size, options["patch_size"], options["unet_depth"])
@@ -135,22 +139,34 @@ class ImageBranch(BranchHeads):
     def patch_size(self) -> int:
         return self.options["patch_size"]
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._steps_seen = None  # a loaded (e.g. resumed) step count: read it again
+
     @property
     def warming_up(self) -> bool:
         """Whether the gate is still held (the first ``gate_warmup`` training steps)."""
-        return int(self.training_steps) < self.options["gate_warmup"]
+        if self._steps_seen is None:
+            self._steps_seen = int(self.training_steps)
+        return self._steps_seen < self.options["gate_warmup"]
 
     @property
     def sparsity_weight(self) -> float:
-        """``gate_sparsity``, or 0 while the gate is held (:attr:`warming_up`)."""
-        return 0.0 if self.warming_up else self.options["gate_sparsity"]
+        """``gate_sparsity``, or 0 while the gate is held.
+
+        In training: held on the step of the last forward (whose heatmap was detached);
+        otherwise: while :attr:`warming_up`.
+        """
+        held = self._held_step if self.training else self.warming_up
+        return 0.0 if held else self.options["gate_sparsity"]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         images = self.scaler(as_float_images(x))
         held = False
         if self.training:
-            held = self.warming_up
+            held = self._held_step = self.warming_up
             self.training_steps += 1
+            self._steps_seen += 1
             images = random_flips(images)
         heatmap = None
         if self.gate is not None:

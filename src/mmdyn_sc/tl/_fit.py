@@ -9,7 +9,13 @@ import torch
 from mudata import MuData
 
 from .._data._images import IMAGE_KEY
-from .._keys import DEFAULT_KEY, SPLIT_TRAIN, SPLIT_UNLABELED, SPLIT_VALIDATION
+from .._keys import (
+    DEFAULT_KEY,
+    SPLIT_CALIBRATION,
+    SPLIT_TRAIN,
+    SPLIT_UNLABELED,
+    SPLIT_VALIDATION,
+)
 from .._utils import copy_mudata
 from ..model import MMDynamics
 from ._recipes import MODEL_OPTIONS, RECIPE_IMAGE_OPTIONS, recipe_options
@@ -107,11 +113,17 @@ def fit(
     n_hidden, dropout, feature_scaling, class_weights, loss_weights
         Model options, see :class:`~mmdyn_sc.MMDynamics`.
     confidence
-        How MI weighs each modality per cell: ``"tcp"`` (the original), ``"tcp_calibrated"``,
-        ``"energy"`` or ``"pdf"``; see :class:`~mmdyn_sc.MMDynamics`.
+        How MI weighs each modality per cell: ``"energy"`` (recipe ``"default"``; chosen
+        on validation cells, see :data:`mmdyn_sc.tl.RECIPES`), ``"tcp"`` (the original,
+        recipe ``"paper"``), ``"tcp_calibrated"``
+        (its heads learn from held-out calibration cells, 10 % of each class's training
+        cells by default; ``calibration_size=`` is passed to
+        :meth:`~mmdyn_sc.MMDynamics.train`), ``"energy"`` or ``"pdf"``; see
+        :class:`~mmdyn_sc.MMDynamics`.
     modality_dropout
         Probability of hiding each of a cell's modalities from the fusion during training
-        (never all of them), for predicting cells or queries that lack a modality.
+        (never all of them), for predicting cells or queries that lack a modality (0.3 in
+        recipe ``"default"``, 0 in ``"paper"``).
     gate_rank
         Rank of the feature gates (FI): ``"auto"`` (recipe ``"default"``: rank 64 for
         modalities with at least 2000 features, which lost no macro F1 against the full
@@ -160,7 +172,9 @@ def fit(
     ``mdata.obs[f"{key_added}_prediction"]``
         Predicted class (categorical).
     ``mdata.obs[f"{key_added}_split"]``
-        ``train`` / ``validation`` / ``unlabeled`` (categorical).
+        ``train`` / ``validation`` / ``unlabeled`` (categorical); ``calibration`` for the
+        training cells that only the confidence heads of ``"tcp_calibrated"`` learn from
+        (see ``calibration_size`` of :meth:`~mmdyn_sc.MMDynamics.train`).
     ``mdata.obsm[f"{key_added}_proba"]``
         Fused class probabilities, DataFrame cells x classes.
     ``mdata.obsm[f"{key_added}_confidence"]``
@@ -266,6 +280,7 @@ def fit(
     split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)
     split[model.train_indices] = SPLIT_TRAIN
     split[model.validation_indices] = SPLIT_VALIDATION
+    split[model.calibration_indices] = SPLIT_CALIBRATION
     result = model.infer()
     uns = model_summary(model, key_added)
     uns["recipe"] = recipe
