@@ -63,11 +63,14 @@ def test_modality_dropout_zero_is_the_original(bmmc_donors, fast):
 def test_unknown_threshold(bmmc_donors, fast):
     train, query = bmmc_donors
     model = ms.tl.fit(train, "cell_type", **fast)
-    ms.tl.predict(query, model, unknown_threshold=0.5)
+    # A threshold that splits this query: the median top probability of a plain prediction.
+    top = ms.tl.predict(query, model, copy=True).obsm["mmdyn_proba"].max(1).to_numpy()
+    threshold = float(np.median(top))
+    ms.tl.predict(query, model, unknown_threshold=threshold)
     prediction = query.obs["mmdyn_prediction"]
     assert list(prediction.cat.categories) == [*model.classes_, "Unknown"]
-    below = query.obsm["mmdyn_proba"].max(1).to_numpy() < 0.5
-    assert below.any() and not below.all()  # a threshold that splits this query
+    below = query.obsm["mmdyn_proba"].max(1).to_numpy() < threshold
+    assert below.any() and not below.all()
     assert (prediction[below] == "Unknown").all()
     assert (prediction[~below].astype(str).to_numpy()
             == query.obsm["mmdyn_proba"].idxmax(1)[~below].to_numpy()).all()

@@ -118,7 +118,7 @@ def test_copy_semantics(bmmc_donors, fast):
 @pytest.mark.parametrize("mi", [True, False])
 def test_fi_mi_ablations_train(bmmc, fi, mi, fast):
     model = ms.tl.fit(bmmc, "cell_type", feature_informativeness=fi,
-                      modality_informativeness=mi, **fast)
+                      modality_informativeness=mi, confidence="tcp", **fast)  # has a loss term
     _check_contract(bmmc, model)
     conf = bmmc.obsm["mmdyn_confidence"]
     if not mi:  # MM static: every present modality has weight 1
