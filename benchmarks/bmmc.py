@@ -219,14 +219,19 @@ def limit_threads(n):
     threadpool_limits(n)
 
 
-def quiet_process(threads: int) -> None:
-    """A benchmark process: ``threads`` torch/BLAS threads, no Lightning/scvi/package chatter."""
+def quiet() -> None:
+    """Silence the per-fit chatter of Lightning, scvi-tools and the package (and warnings)."""
     import logging
 
-    limit_threads(threads)
     for name in ("lightning", "lightning.pytorch", "scvi", "mmdyn_sc"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+
+
+def quiet_process(threads: int) -> None:
+    """A benchmark process: ``threads`` torch/BLAS threads, no Lightning/scvi/package chatter."""
+    limit_threads(threads)
+    quiet()
 
 
 def main(argv=None):

@@ -72,6 +72,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bmmc import quiet  # noqa: E402  (the chatter filter every benchmark uses)
+
 LABEL = "cell_type"
 MODS = ("rna", "prot")
 MIN_CELLS = 10
@@ -98,15 +101,6 @@ def limit_threads(n: int) -> None:
 
     torch.set_num_threads(n)
     threadpool_limits(n)
-
-
-def quiet() -> None:
-    """Silence the per-fit chatter of Lightning, scvi-tools and the package."""
-    import logging
-
-    for name in ("lightning", "lightning.pytorch", "scvi", "mmdyn_sc"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
 
 
 def peak_rss_bytes() -> int:
