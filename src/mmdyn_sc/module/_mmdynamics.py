@@ -126,8 +126,7 @@ class MMDynamicsModule(nn.Module):
           modality classifier's true class probability (TCP), target not detached.
         - ``"tcp_calibrated"``: scaled by ``tcp^ = sigmoid(D h)`` in (0, 1), with ``h`` and the
           TCP target detached (the confidence loss trains the head only) and the weight
-          detached in the fusion. With ``held_out`` cells in
-          :meth:`~mmdyn_sc.module.MMDynamicsModule.loss` (what
+          detached in the fusion. With ``held_out`` cells in ``loss`` (what
           :meth:`~mmdyn_sc.MMDynamics.train` does, ``calibration_size``), the heads regress
           (absolute error) the evaluation-mode TCP of cells the classifiers do not fit;
           without, the TCP of the training-mode (dropout) logits of the cells being fitted.
@@ -217,9 +216,9 @@ class MMDynamicsModule(nn.Module):
     def learns_confidence_held_out(self) -> bool:
         """Whether the confidence heads learn from held-out cells (``"tcp_calibrated"``, MI).
 
-        Then :meth:`~mmdyn_sc.module.MMDynamicsModule.loss` takes ``held_out``: cells whose
+        Then ``loss`` takes ``held_out``: cells whose
         labels train the confidence heads only (see
-        :meth:`~mmdyn_sc.module.MMDynamicsModule.held_out_confidence_error`).
+        ``held_out_confidence_error``).
         """
         return self.modality_informativeness and self.confidence == "tcp_calibrated"
 
@@ -388,10 +387,10 @@ class MMDynamicsModule(nn.Module):
         y, present
             Class codes (n,) and presence (n, M).
         held_out, xs
-            Only with :attr:`~mmdyn_sc.module.MMDynamicsModule.learns_confidence_held_out`:
+            Only with ``learns_confidence_held_out``:
             (n,) nonzero for held-out cells, and the batch's inputs. Held-out cells are
             left out of every term but the confidence term, which then comes from them alone
-            (:meth:`~mmdyn_sc.module.MMDynamicsModule.held_out_confidence_error`): the heads
+            (``held_out_confidence_error``): the heads
             learn the TCP of cells the classifiers are not fitting (0 for a batch without
             held-out cells). ``None``: every cell counts in every term, as above.
 
