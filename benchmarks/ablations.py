@@ -634,7 +634,7 @@ def run(dataset, args, specs, out_json):
     def reference_confidence(split):
         best, _ = choose(records, split, DEFAULT_CANDIDATES)
         ref_conf = SPECS[best]["fit"]["confidence"] if best else "tcp"
-        log(f"{split}: validation-chosen default {best}; references use "
+        log(f"{split}: validation-chosen variant {best}; references use "
             f"confidence={ref_conf}")
         return ref_conf
 
@@ -654,7 +654,7 @@ def run(dataset, args, specs, out_json):
             ref_conf = reference_confidence(split)
             stale = {r["method"] for r in records if r["split"] == split
                      and r["method"] in refs and r["options"]["confidence"] != ref_conf}
-            if stale:  # the references follow the default's confidence option
+            if stale:  # the references follow the validation-chosen confidence option
                 records[:] = [r for r in records
                               if not (r["split"] == split and r["method"] in stale)]
                 fit_mm_methods(split, train, test, split_seeds, info,
@@ -747,7 +747,7 @@ def main(argv=None):
                         metavar="METHOD",
                         help="with --resume: refit these mmdyn_sc methods in the splits "
                              "already saved, replacing their rows (and the single-modality "
-                             "references if the validation-chosen default's confidence "
+                             "references if the validation-chosen variant's confidence "
                              "option changes)")
     parser.add_argument("--lr-c-range", type=float, nargs=3, default=[-3, 1, 9],
                         metavar=("LOG10_LOW", "LOG10_HIGH", "N"))

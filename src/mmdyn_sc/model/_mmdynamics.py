@@ -621,15 +621,13 @@ class MMDynamics(BaseModelClass):
         """Choose the held-out calibration cells and flag them in the aligned copy's obs."""
         if not 0.0 <= size < 1.0:
             raise ValueError(f"calibration_size must be in [0, 1), got {size}.")
-        obs = self.adata.obs
         calibration_idx = np.array([], dtype=int)
         if (size > 0 and self.module.learns_confidence_held_out
                 and rk.CALIBRATION in self.adata_manager.data_registry):
             calibration_idx = calibration_split(labels, train_idx, size, seed)
-        if CALIBRATION_COLUMN in obs:
-            flags = np.zeros(len(obs), dtype=np.float32)
-            flags[calibration_idx] = 1.0
-            obs[CALIBRATION_COLUMN] = flags
+        flags = np.zeros(self.adata.n_obs, dtype=np.float32)  # align_mudata made the column
+        flags[calibration_idx] = 1.0
+        self.adata.obs[CALIBRATION_COLUMN] = flags
         return calibration_idx
 
     @property

@@ -408,35 +408,35 @@ class MMDynamicsModule(nn.Module):
         present = present.to(outputs["fused_logits"].dtype)
         cw = self.class_weights
         sample_weight = cw[y]
-        fitted = None
-        if held_out is not None:
+
+        def class_weighted_ce(logits, cells):  # mean over ``cells`` (0/1), class-weighted
+            ce = F.cross_entropy(logits, y, reduction="none")
+            return (ce * sample_weight * cells).sum() / (
+                (sample_weight * cells).sum().clamp_min(1e-12)
+            )
+
+        if held_out is None:
+            fused = F.cross_entropy(outputs["fused_logits"], y, weight=cw)
+            confidence = fused.new_zeros(())
+        else:  # the heads learn from the held-out cells; every other term from the rest
             confidence = self.held_out_confidence_error(xs, y, present, held_out)
             fitted = (held_out.reshape(-1) <= 0).to(present.dtype)
             present = present * fitted.unsqueeze(1)
-            ce = F.cross_entropy(outputs["fused_logits"], y, reduction="none")
-            fused = (ce * sample_weight * fitted).sum() / (
-                (sample_weight * fitted).sum().clamp_min(1e-12))
-        else:
-            fused = F.cross_entropy(outputs["fused_logits"], y, weight=cw)
+            fused = class_weighted_ce(outputs["fused_logits"], fitted)
         zero = fused.new_zeros(())
         sparsity, modality = zero, zero
-        if fitted is None:
-            confidence = zero
         for m in range(len(self.branches)):
             mask = present[:, m]
             n_present = mask.sum().clamp_min(1.0)
             logits = outputs["modality_logits"][m]
-            ce = F.cross_entropy(logits, y, reduction="none")
-            modality = modality + (ce * sample_weight * mask).sum() / (
-                (sample_weight * mask).sum().clamp_min(1e-12)
-            )
+            modality = modality + class_weighted_ce(logits, mask)
             gate = outputs["gates"][m]
             if gate is not None:
                 sparsity = sparsity + self.branches[m].sparsity_weight * (
                     (gate.mean(dim=1) * mask).sum() / n_present
                 )
             tcp_hat = outputs["tcp_hat"][m]
-            if tcp_hat is not None and fitted is None:
+            if tcp_hat is not None and held_out is None:
                 tcp = true_class_probability(logits, y)
                 error = tcp_regression_error(self.confidence, tcp_hat, tcp)
                 confidence = confidence + (error * mask).sum() / n_present

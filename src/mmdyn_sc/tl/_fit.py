@@ -118,7 +118,7 @@ def fit(
         recipe ``"paper"``), ``"tcp_calibrated"``
         (its heads learn from held-out calibration cells, 10 % of each class's training
         cells by default; ``calibration_size=`` is passed to
-        :meth:`~mmdyn_sc.MMDynamics.train`), ``"energy"`` or ``"pdf"``; see
+        :meth:`~mmdyn_sc.MMDynamics.train`) or ``"pdf"``; see
         :class:`~mmdyn_sc.MMDynamics`.
     modality_dropout
         Probability of hiding each of a cell's modalities from the fusion during training
