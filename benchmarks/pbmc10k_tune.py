@@ -1,0 +1,172 @@
+"""Training options of tl.fit's default recipe on pbmc10k, chosen on validation cells only.
+
+The pbmc10k ablation (``ablations.py``) misses its first target by 1.5 points (default −
+logistic regression). This sweep asks whether a training option closes the gap, judged on
+``tl.fit``'s own validation cells (10 % per class of each fold's training cells, the cells the
+recipe is chosen on). Test macro F1 on the fold's test cells is printed beside it for the
+record; it is not what a choice may be made on.
+
+Folds, genes and labels are those of ``ablations.py --dataset pbmc10k`` (5 stratified folds,
+fold k fitted with seed k, the fold's 1,000 HVGs, ``cell_type_fine`` with >= 10 cells).
+Configurations change one thing from the default recipe:
+
+- ``restore_loss`` / ``restore_f1``: at the end, put back the weights of the epoch with the
+  best validation loss / validation macro F1 (the latter also stops on it);
+- ``refit``: fit the default, then fit again on all training cells (no validation cells, no
+  early stopping) for as many epochs as the first fit ran, as LR is refitted after its CV;
+- ``patience10``, ``hidden512``, ``wd1e-3``, ``dropout0.3``, ``lr3e-4``: one option each.
+
+Usage::
+
+    MMDYN_SC_DATA_DIR=/work/shared/data python benchmarks/pbmc10k_tune.py --out runs.jsonl
+    python benchmarks/pbmc10k_tune.py --only default refit --folds 0 1 --out runs.jsonl
+    python benchmarks/pbmc10k_tune.py --table runs.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ablations as ab  # noqa: E402  (folds, genes, labels, metric code)
+import bmmc  # noqa: E402  (thread limits)
+
+#: name -> tl.fit overrides; "_restore": (monitor, mode) of the best-weights callback;
+#: "_refit": fit again on every training cell
+CONFIGS: dict[str, dict] = {
+    "default": {},
+    "restore_loss": {"_restore": ("validation_loss", "min")},
+    "restore_f1": {"_restore": ("validation_f1_macro", "max"),
+                   "early_stopping_monitor": "validation_f1_macro"},
+    "refit": {"_refit": True},
+    "patience10": {"early_stopping_patience": 10},
+    "hidden512": {"n_hidden": 512},
+    "wd1e-3": {"weight_decay": 1e-3},
+    "dropout0.3": {"dropout": 0.3},
+    "lr3e-4": {"lr": 3e-4},
+}
+
+
+def restore_best(monitor: str, mode: str):
+    """A Lightning callback that puts back the module weights of the best validation epoch."""
+    from lightning.pytorch.callbacks import Callback
+
+    class RestoreBest(Callback):
+        def __init__(self):
+            self.best, self.state = None, None
+
+        def on_validation_epoch_end(self, trainer, plan):
+            value = trainer.callback_metrics.get(monitor)
+            if value is None or trainer.sanity_checking:
+                return
+            value = float(value)
+            if self.best is None or (value < self.best if mode == "min" else value > self.best):
+                self.best = value
+                self.state = {k: t.detach().clone()
+                              for k, t in plan.module.state_dict().items()}
+
+        def on_train_end(self, trainer, plan):
+            if self.state is not None:
+                plan.module.load_state_dict(self.state)
+
+    return RestoreBest()
+
+
+def fit_one(train, seed, config):
+    """(model, fitted copy whose ``uns`` holds the validation metrics) for one configuration."""
+    import mmdyn_sc
+
+    options = dict(config)
+    restore = options.pop("_restore", None)
+    refit = options.pop("_refit", False)
+    common = {"seed": seed, "enable_progress_bar": False, "modalities": list(ab.MODS)}
+    if restore:
+        options["callbacks"] = [restore_best(*restore)]
+    first = train.copy()
+    model = mmdyn_sc.tl.fit(first, ab.LABEL, mask_var=ab.mask_for(first, ab.MODS),
+                            **common, **options)
+    if not refit:
+        return model, first, len(model.history["train_loss"])
+    epochs = len(model.history["train_loss"])
+    again = train.copy()
+    model = mmdyn_sc.tl.fit(again, ab.LABEL, mask_var=ab.mask_for(again, ab.MODS),
+                            train_size=1.0, early_stopping=False, max_epochs=epochs, **common)
+    return model, first, epochs
+
+
+def run(names, folds, out: Path) -> None:
+    mdata, _ = ab.load("pbmc10k")
+    for _split, train, test, seeds, _ in ab.splits("pbmc10k", mdata, 5, folds, [0]):
+        seed = seeds[0]
+        y_test = test.obs[ab.LABEL].astype(str).to_numpy()
+        for name in names:
+            start = time.perf_counter()
+            model, fitted, epochs = fit_one(train, seed, CONFIGS[name])
+            classes = np.asarray(model.classes_, dtype=object)
+            pred = classes[model.predict(test, soft=True).to_numpy().argmax(1)]
+            record = {"config": name, "fold": seed,
+                      "val": float(fitted.uns["mmdyn"]["metrics"]["validation"]["f1_macro"]),
+                      "test": ab.score(y_test, pred)["f1_macro"], "epochs": epochs,
+                      "s": time.perf_counter() - start}
+            print(json.dumps(record), flush=True)
+            with out.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def table(path: Path) -> str:
+    """Markdown table: per configuration, validation and test macro F1 (mean over folds) and
+    the paired difference to ``default`` per fold."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by = {}
+    for r in records:
+        by.setdefault(r["config"], {})[r["fold"]] = r
+    base = by.get("default", {})
+    lines = ["| config | folds | val macro F1 | test macro F1 | val − default | "
+             "test − default | epochs (median) |", "|---|---|---|---|---|---|---|"]
+    for name in CONFIGS:
+        runs = by.get(name)
+        if not runs:
+            continue
+        folds = sorted(runs)
+        paired = [k for k in folds if k in base]
+
+        def diff(key, runs=runs, paired=paired):
+            d = np.array([100 * (runs[k][key] - base[k][key]) for k in paired])
+            sd = d.std(ddof=1) if len(d) > 1 else 0.0
+            return f"{d.mean():+.1f} ± {sd:.1f}" if len(d) else ""
+
+        lines.append(
+            f"| {name} | {len(folds)} | {np.mean([runs[k]['val'] for k in folds]):.3f} | "
+            f"{np.mean([runs[k]['test'] for k in folds]):.3f} | "
+            f"{diff('val') if name != 'default' else ''} | "
+            f"{diff('test') if name != 'default' else ''} | "
+            f"{np.median([runs[k]['epochs'] for k in folds]):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", type=Path, default=Path("pbmc10k_tune.jsonl"),
+                        help="JSON lines, appended (one per fit)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="print the table of a saved JSON-lines file and exit")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(args.table))
+        return
+    bmmc.quiet_process(args.threads)
+    run(args.only, args.folds, args.out)
+    print(table(args.out))
+
+
+if __name__ == "__main__":
+    main()
