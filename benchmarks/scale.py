@@ -25,7 +25,8 @@ Fits: every fit runs in its own process (this script with ``--child``), which re
 ``.h5mu`` with ``mudata.read_h5mu`` and runs
 ``MMDynamics.setup_mudata(mdata, labels_key="cell_type", modalities=["rna", "prot"])``,
 ``MMDynamics(mdata, gate_rank=r, **model options of tl.fit's "default" recipe)`` (hidden 256,
-dropout 0.5, standard feature scaling, balanced class weights, TCP confidence) and
+dropout 0.5, standard feature scaling, balanced class weights, energy confidence, modality
+dropout 0.3 on 2026-12-01) and
 ``model.train(max_epochs=E, batch_size=128, early_stopping=False, train_size=1.0)`` with
 a Lightning callback timing each training epoch. Reported per fit:
 
@@ -35,7 +36,8 @@ a Lightning callback timing each training epoch. Reported per fit:
   divided by 128; the optimizer update is not counted);
 - the float32 ``torch.mm`` throughput of the machine at the model's largest linear layer
   (``128 x d_in @ d_in x d_out``), measured in the same process just before training, with
-  the same torch thread count; achieved fraction = FLOPs/cell x cells/s / that throughput;
+  the same torch thread count, and again just after training (the bound is their mean);
+  achieved fraction = FLOPs/cell x cells/s / that throughput;
 - peak RSS of the process (``VmHWM``; ``ru_maxrss`` would include the parent's RSS at fork
   time) against the in-memory CSR size of the data it trains on (``.X`` of both
   modalities: data + indices + indptr), and the peak within each phase (load, setup,
@@ -90,6 +92,9 @@ TARGET_FRACTION = 0.5
 GB = 1e9
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCRIPT = Path(__file__).resolve()
+#: the options of tl.fit's "default" recipe that build the model
+RECIPE_MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights", "confidence",
+                        "modality_dropout")
 DATA_VERSION = 2  # bump when the data recipe changes, so that cached files are rebuilt
 
 
@@ -476,13 +481,12 @@ def child_mmdyn(args) -> dict:
     rss.end("load")
     MMDynamics.setup_mudata(mdata, labels_key=LABEL, modalities=list(MODS))
     rss.end("setup")
-    options = {k: recipe[k] for k in ("n_hidden", "dropout", "feature_scaling",
-                                      "class_weights", "confidence", "modality_dropout")}
+    options = {k: recipe[k] for k in RECIPE_MODEL_OPTIONS}
     model = MMDynamics(mdata, gate_rank=args.gate_rank, **options)
     batch_size = recipe["batch_size"]
     flops = flops_per_cell(model.module, one_batch(model, FLOP_BATCH))
     n_in, n_out = largest_linear(model.module)
-    bound = matmul_gflops(batch_size, n_in, n_out)
+    bound_before = matmul_gflops(batch_size, n_in, n_out)
     rss.end("model")
     timer = epoch_timer()
     train_start = time.perf_counter()
@@ -490,6 +494,10 @@ def child_mmdyn(args) -> dict:
                 weight_decay=recipe["weight_decay"], early_stopping=False, train_size=1.0,
                 enable_progress_bar=False, callbacks=[timer])
     train_s = time.perf_counter() - train_start
+    # The machine's speed drifts (shared cores, clocks): the bound is the mean of a
+    # measurement just before and just after training.
+    bound_after = matmul_gflops(batch_size, n_in, n_out)
+    bound = (bound_before + bound_after) / 2
     rss.end("train")
     f1 = macro_f1(model, args.heldout)
     rss.end("predict")
@@ -501,6 +509,7 @@ def child_mmdyn(args) -> dict:
         "cells_per_s": cells_per_s, "train_s": train_s, "load_s": load_s,
         "flops_per_cell": flops["step"], "forward_flops_per_cell": flops["forward"],
         "mm_shape": [batch_size, n_in, n_out], "mm_gflops": bound,
+        "mm_gflops_before_after": [bound_before, bound_after],
         "fraction": flops["step"] * cells_per_s / (bound * 1e9),
         "csr_bytes": data_size, "peak_rss_bytes": rss.overall, "rss_by_phase": rss.phases,
         "macro_f1": f1, "batch_size": batch_size, "hidden": options["n_hidden"],
@@ -712,19 +721,24 @@ def report(rows: list[dict], meta: dict) -> str:
 
 
 def notes(args, build_s: dict, wall: float) -> list[str]:
+    from mmdyn_sc.tl import RECIPES
+
     out = [
         f"Data: pbmc10k_cite `{LABEL}` (classes >= {MIN_CELLS} cells), {100 * HOLDOUT:.0f} % "
         "of the original cells held out (stratified) before resampling; synthetic cells = "
         "training cells resampled with replacement, nonzero counts Poisson-resampled with a "
         f"log-normal (sigma {DEPTH_SIGMA}) depth factor per cell, then `pp.prepare`; "
         "float32 CSR in `.h5mu` under the workdir. All 4000 genes are the top-4000 HVGs.",
-        "MMDynamics: tl.fit's \"default\" recipe model options (hidden 256, dropout 0.5, "
-        "standard scaling, balanced class weights, TCP), batch 128, `train_size=1.0`, no "
+        "MMDynamics: tl.fit's \"default\" recipe model options ("
+        + ", ".join(f"{k} {RECIPES['default'][k]}" for k in RECIPE_MODEL_OPTIONS)
+        + f"), batch {RECIPES['default']['batch_size']}, `train_size=1.0`, no "
         "early stopping; cells/s = training cells / median epoch time (epoch timed by a "
         "Lightning callback: loading, forward, backward, optimizer; nothing else).",
         "FLOPs: matrix products of one training step (forward, loss, backward) counted by "
         "FlopCounterMode on 128 cells; the Adam update (elementwise) is not counted. "
-        "The mm bound is torch.mm at the model's largest linear layer, in the same process.",
+        "The mm bound is torch.mm at the model's largest linear layer, in the same process: "
+        "the mean of 2 s of products just before and 2 s just after training (both in the "
+        "JSON).",
         "Peak RSS: high-water RSS (VmHWM) of the fit's own process over all its phases "
         "(imports, reading the file, setup, training, prediction on the held-out cells); "
         "`ru_maxrss` is not used because after fork+exec Linux carries over the parent's "
