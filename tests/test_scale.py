@@ -203,7 +203,7 @@ def load_donors():
             mdata[mdata.obs["batch"] == "s1d2"].copy())
 
 
-def main(devices, out):
+def main(devices, out, num_nodes=1):
     import mmdyn_sc as ms
     from mmdyn_sc._metrics import classification_metrics
 
@@ -215,8 +215,8 @@ def main(devices, out):
         # (each draws its own), which moved macro F1 by 0.056 here; this checks the sampler
         # and the gradient sync.
         confidence="tcp", modality_dropout=0.0,
-        accelerator="cpu", devices=devices, strategy="ddp",
-        batch_size={global_batch} // devices,
+        accelerator="cpu", devices=devices, num_nodes=num_nodes, strategy="ddp",
+        batch_size={global_batch} // (devices * num_nodes),
     )
     checksum = float(sum(p.double().sum() for p in model.module.parameters()))
     result = {{"is_global_zero": model.is_global_zero, "checksum": checksum,
@@ -232,7 +232,7 @@ def main(devices, out):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2])
+    main(int(sys.argv[1]), sys.argv[2], *(int(n) for n in sys.argv[3:]))
 '''
 
 
@@ -243,6 +243,39 @@ def _run_fit_script(script: Path, devices: int, out: str) -> float:
     done = subprocess.run([sys.executable, str(script), str(devices), out], cwd=script.parent,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return time.perf_counter() - start
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_two_nodes(script: Path, out: str) -> float:
+    """The fit script on two "nodes" of one process each, started by torchrun on loopback."""
+    env = {**os.environ, "MMDYN_SC_DATA_DIR": str(SHARED_DATA), "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    port = _free_port()
+    start = time.perf_counter()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+             "--nproc-per-node", "1", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+             "--master-port", str(port), str(script), "1", out, "2"],
+            cwd=script.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
     return time.perf_counter() - start
 
 
@@ -257,7 +290,8 @@ def test_ddp_two_processes_matches_one_process(tmp_path):
     Both fits use the distributed sampler (the reference with one process), so that with the
     same seed they draw the same global minibatches; without dropout or class weights, DDP's
     mean of the two half-batch gradients is the one-process gradient. Only process 0
-    writes results.
+    writes results. The same holds for two nodes of one process each (``num_nodes=2``),
+    started by ``torchrun`` on loopback as a multi-node launch would start them.
     """
     if not (SHARED_DATA / "bmmc_cite_neurips2021").is_dir():
         pytest.skip(f"dataset bmmc_cite_neurips2021 not found in {SHARED_DATA}")
@@ -275,6 +309,16 @@ def test_ddp_two_processes_matches_one_process(tmp_path):
     assert not other["written"] and other["n_history"] == 0
     assert other["checksum"] == pytest.approx(two["checksum"], rel=1e-9)
     assert abs(two["f1_macro"] - one["f1_macro"]) <= 0.03
+
+    # Multi-node as far as one machine allows: two torchrun "nodes" (num_nodes=2, one
+    # process each) on loopback, with the same global batch.
+    seconds_nodes = _run_two_nodes(script, "nodes")
+    node0, node1 = (_read(tmp_path / f"nodes.rank{r}.json") for r in (0, 1))
+    print(f"two torchrun nodes {node0['f1_macro']:.3f} ({seconds_nodes:.0f} s)")
+    assert node0["is_global_zero"] and node0["written"] and node0["n_epochs"] == 30
+    assert not node1["is_global_zero"] and not node1["written"]
+    assert node1["checksum"] == pytest.approx(node0["checksum"], rel=1e-9)
+    assert abs(node0["f1_macro"] - one["f1_macro"]) <= 0.03
 
 
 # ------------------------------------------------------------------ sparse minibatches
