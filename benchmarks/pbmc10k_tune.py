@@ -14,7 +14,8 @@ Configurations change one thing from the default recipe:
   best validation loss / validation macro F1 (the latter also stops on it);
 - ``refit``: fit the default, then fit again on all training cells (no validation cells, no
   early stopping) for as many epochs as the first fit ran, as LR is refitted after its CV;
-- ``patience10``, ``hidden512``, ``wd1e-3``, ``dropout0.3``, ``lr3e-4``: one option each.
+- ``patience10``, ``hidden512``, ``wd1e-3`` / ``wd1e-2`` / ``wd3e-2`` (weight decay: LR's CV
+  picks a strong penalty here), ``dropout0.3``, ``lr3e-4``: one option each.
 
 Usage::
 
@@ -48,6 +49,8 @@ CONFIGS: dict[str, dict] = {
     "patience10": {"early_stopping_patience": 10},
     "hidden512": {"n_hidden": 512},
     "wd1e-3": {"weight_decay": 1e-3},
+    "wd1e-2": {"weight_decay": 1e-2},
+    "wd3e-2": {"weight_decay": 3e-2},
     "dropout0.3": {"dropout": 0.3},
     "lr3e-4": {"lr": 3e-4},
 }
