@@ -80,25 +80,29 @@ PENDING = "pending"
 
 # ---------------------------------------------------------------------------- methods
 def method_specs() -> dict[str, dict]:
-    """name -> how to fit it; MM ``fit`` options are passed to ``mmdyn_sc.tl.fit``."""
+    """name -> how to fit it; MM ``fit`` options are passed to ``mmdyn_sc.tl.fit``.
+
+    Every MM variant names its modality dropout: the default recipe's (0.3) must not leak
+    into the variants without ``+ mdrop``, MM static or FI only.
+    """
     specs = {
         "LR": {"kind": "lr", "mods": MODS},
         "LR rna": {"kind": "lr", "mods": ("rna",)},
         "LR prot": {"kind": "lr", "mods": ("prot",)},
         "MM static": {"kind": "mm", "fit": {"feature_informativeness": False,
-                                            "modality_informativeness": False}},
+                                            "modality_informativeness": False,
+                                            "modality_dropout": 0.0}},
         "FI only": {"kind": "mm", "fit": {"feature_informativeness": True,
-                                          "modality_informativeness": False}},
+                                          "modality_informativeness": False,
+                                          "modality_dropout": 0.0}},
     }
     for fi, family in ((False, "MI only"), (True, "MM dyn")):
         for drop in (0.0, MDROP):
             for conf in CONFIDENCES:
                 name = f"{family} ({conf})" + (" + mdrop" if drop else "")
-                fit = {"feature_informativeness": fi, "modality_informativeness": True,
-                       "confidence": conf}
-                if drop:
-                    fit["modality_dropout"] = drop
-                specs[name] = {"kind": "mm", "fit": fit}
+                specs[name] = {"kind": "mm", "fit": {
+                    "feature_informativeness": fi, "modality_informativeness": True,
+                    "confidence": conf, "modality_dropout": drop}}
     for mod in MODS:  # confidence: the split's default configuration's (chosen at run time)
         specs[f"MM {mod} only"] = {"kind": "mm_ref", "mods": (mod,)}
     return specs
@@ -640,8 +644,9 @@ def run(dataset, args, specs, out_json):
             for name in names:
                 if SPECS[name]["kind"] == "mm":
                     options, mods = SPECS[name]["fit"], MODS
-                else:
-                    options, mods = {"confidence": ref_conf}, SPECS[name]["mods"]
+                else:  # one modality: nothing to drop
+                    options = {"confidence": ref_conf, "modality_dropout": 0.0}
+                    mods = SPECS[name]["mods"]
                 rows = fit_mm(train, test, seed, options, mods, max_epochs)
                 n_fits += 1
                 fit_seconds += rows[0]["seconds"]
