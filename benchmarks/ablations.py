@@ -327,30 +327,28 @@ def with_derived(records):
     for split in dict.fromkeys(r["split"] for r in base):
         for derived, candidates in ((VAL_CHOSEN, DEFAULT_CANDIDATES),
                                     ("MI (chosen)", MI_CANDIDATES)):
-            best, table = choose(base, split, candidates)
+            best, table, rows = chosen_copies(base, split, candidates, derived)
             choices[(split, derived)] = (best, table)
-            if best is None:
-                continue
-            out += [{**r, "method": derived, "chosen": best} for r in base
-                    if r["split"] == split and r["method"] == best]
+            out += rows
     return out, choices
+
+
+def chosen_copies(base, split, candidates, name):
+    """``(best, table, rows)``: ``choose``'s answer and the split's rows of the chosen
+    variant, renamed ``name`` (none if no candidate was fitted)."""
+    best, table = choose(base, split, candidates)
+    rows = [] if best is None else [{**r, "method": name, "chosen": best} for r in base
+                                    if r["split"] == split and r["method"] == best]
+    return best, table, rows
 
 
 def chosen_minus(records, candidates, reference):
     """Paired macro-F1 points of the per-split validation choice among ``candidates`` minus
     ``reference`` (full condition), as ``with_derived`` would make them."""
     base = [r for r in records if r["method"] not in DERIVED]
-    diffs = []
-    for split in dict.fromkeys(r["split"] for r in base):
-        best, _ = choose(base, split, candidates)
-        if best is None:
-            continue
-        ref = {r["seed"]: r["f1_macro"] for r in base if r["split"] == split
-               and r["method"] == reference and r["condition"] == "full"}
-        diffs += [100 * (r["f1_macro"] - ref[r["seed"]]) for r in base
-                  if r["split"] == split and r["method"] == best
-                  and r["condition"] == "full" and r["seed"] in ref]
-    return np.asarray(diffs)
+    chosen = [row for split in dict.fromkeys(r["split"] for r in base)
+              for row in chosen_copies(base, split, candidates, "chosen")[2]]
+    return paired(chosen + base, ("chosen", "full"), (reference, "full"))[0]
 
 
 def validation_ranking(records, candidates):

@@ -236,9 +236,13 @@ if __name__ == "__main__":
 '''
 
 
+def _fit_env() -> dict:
+    return {**os.environ, "MMDYN_SC_DATA_DIR": str(SHARED_DATA), "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore"}
+
+
 def _run_fit_script(script: Path, devices: int, out: str) -> float:
-    env = {**os.environ, "MMDYN_SC_DATA_DIR": str(SHARED_DATA), "OMP_NUM_THREADS": "1",
-           "PYTHONWARNINGS": "ignore"}
+    env = _fit_env()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(script), str(devices), out], cwd=script.parent,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -256,8 +260,7 @@ def _free_port() -> int:
 
 def _run_two_nodes(script: Path, out: str) -> float:
     """The fit script on two "nodes" of one process each, started by torchrun on loopback."""
-    env = {**os.environ, "MMDYN_SC_DATA_DIR": str(SHARED_DATA), "OMP_NUM_THREADS": "1",
-           "PYTHONWARNINGS": "ignore"}
+    env = _fit_env()
     port = _free_port()
     start = time.perf_counter()
     nodes = [

@@ -57,10 +57,8 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         held_out = None
         if stage == "train" and getattr(self.module, "learns_confidence_held_out", False):
             held_out = held_out_cells(batch)
-        if held_out is None:
-            loss, parts = self.module.loss(outputs, labels, present)
-        else:  # held-out calibration cells train the confidence heads only
-            loss, parts = self.module.loss(outputs, labels, present, held_out=held_out, xs=xs)
+        # held-out calibration cells (if any) train the confidence heads only
+        loss, parts = self.module.loss(outputs, labels, present, held_out=held_out, xs=xs)
         # Accumulate on the device and log once per epoch: a self.log call per step and
         # metric costs more than the step itself for small models. Running sums (not the
         # per-cell labels) keep the memory constant in the number of cells.
