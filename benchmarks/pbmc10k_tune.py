@@ -15,7 +15,15 @@ Configurations change one thing from the default recipe:
 - ``refit``: fit the default, then fit again on all training cells (no validation cells, no
   early stopping) for as many epochs as the first fit ran, as LR is refitted after its CV;
 - ``patience10``, ``hidden512``, ``wd1e-3`` / ``wd1e-2`` / ``wd3e-2`` (weight decay: LR's CV
-  picks a strong penalty here), ``dropout0.3``, ``lr3e-4``: one option each.
+  picks a strong penalty here), ``dropout0.3``, ``lr3e-4``: one option each;
+- second round (after the first found nothing): ``ema0.99`` / ``ema0.998`` (an exponential
+  moving average of the weights per step, used for validation and kept at the end),
+  ``es_f1`` (early stopping on validation macro F1 instead of loss), ``ema0.998_es_f1``,
+  ``hidden128``, ``bs64`` / ``bs512``, ``sparsity0`` (no gate sparsity term),
+  ``input_dropout0.2`` (dropout on each encoder's input), and ``ensemble3``: the mean class
+  probabilities of three default fits (seeds k, k + 1000, k + 2000), a ceiling for what
+  variance reduction can give at three times the cost (its members hold out different
+  validation cells, so it has no validation score).
 
 Usage::
 
@@ -39,7 +47,8 @@ import ablations as ab  # noqa: E402  (folds, genes, labels, metric code)
 import bmmc  # noqa: E402  (thread limits)
 
 #: name -> tl.fit overrides; "_restore": (monitor, mode) of the best-weights callback;
-#: "_refit": fit again on every training cell
+#: "_refit": fit again on every training cell; "_ema": decay of the weight average;
+#: "_input_dropout": rate of the dropout before each encoder; "_ensemble": number of fits
 CONFIGS: dict[str, dict] = {
     "default": {},
     "restore_loss": {"_restore": ("validation_loss", "min")},
@@ -53,6 +62,16 @@ CONFIGS: dict[str, dict] = {
     "wd3e-2": {"weight_decay": 3e-2},
     "dropout0.3": {"dropout": 0.3},
     "lr3e-4": {"lr": 3e-4},
+    "ema0.99": {"_ema": 0.99},
+    "ema0.998": {"_ema": 0.998},
+    "es_f1": {"early_stopping_monitor": "validation_f1_macro"},
+    "ema0.998_es_f1": {"_ema": 0.998, "early_stopping_monitor": "validation_f1_macro"},
+    "hidden128": {"n_hidden": 128},
+    "bs64": {"batch_size": 64},
+    "bs512": {"batch_size": 512},
+    "sparsity0": {"loss_weights": {"sparsity": 0.0}},
+    "input_dropout0.2": {"_input_dropout": 0.2},
+    "ensemble3": {"_ensemble": 3},
 }
 
 
@@ -81,6 +100,81 @@ def restore_best(monitor: str, mode: str):
     return RestoreBest()
 
 
+def weight_average(decay: float):
+    """A Lightning callback keeping an exponential moving average of the module weights.
+
+    Updated after every training step; validation runs on the average (so early stopping
+    watches it) and the average is what the fit ends with.
+    """
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    class WeightAverage(Callback):
+        def __init__(self):
+            self.average, self.current = None, None
+
+        def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
+            with torch.no_grad():
+                state = plan.module.state_dict()
+                if self.average is None:
+                    self.average = {k: v.detach().clone() for k, v in state.items()
+                                    if v.is_floating_point()}
+                    return
+                for k, average in self.average.items():
+                    average.lerp_(state[k], 1 - decay)
+
+        def on_validation_epoch_start(self, trainer, plan):
+            if self.average is not None:
+                self.current = {k: v.detach().clone()
+                                for k, v in plan.module.state_dict().items()}
+                plan.module.load_state_dict(self.average, strict=False)
+
+        def on_validation_epoch_end(self, trainer, plan):
+            if self.current is not None:
+                plan.module.load_state_dict(self.current)
+                self.current = None
+
+        def on_train_end(self, trainer, plan):
+            if self.average is not None:
+                plan.module.load_state_dict(self.average, strict=False)
+
+    return WeightAverage()
+
+
+def input_dropout(rate: float):
+    """A Lightning callback adding dropout (training mode only) before every encoder."""
+    import torch.nn.functional as F
+    from lightning.pytorch.callbacks import Callback
+
+    def drop(encoder, args):
+        return (F.dropout(args[0], rate, encoder.training),)
+
+    class InputDropout(Callback):
+        def on_fit_start(self, trainer, plan):
+            for branch in plan.module.branches:
+                branch.encoder.register_forward_pre_hook(drop)
+
+    return InputDropout()
+
+
+def fit_and_predict(train, test, seed, config):
+    """(test class probabilities, classes, validation macro F1, epochs) of one configuration.
+
+    ``_ensemble`` k averages the probabilities of k fits with seeds ``seed + 1000 j``; their
+    validation cells differ, so its validation macro F1 is ``None``.
+    """
+    options = dict(config)
+    k = options.pop("_ensemble", 1)
+    probs, vals, epochs = 0.0, [], []
+    for j in range(k):
+        model, fitted, n_epochs = fit_one(train, seed + 1000 * j, options)
+        probs = probs + model.predict(test, soft=True).to_numpy()
+        vals.append(float(fitted.uns["mmdyn"]["metrics"]["validation"]["f1_macro"]))
+        epochs.append(n_epochs)
+    return (probs / k, np.asarray(model.classes_, dtype=object),
+            vals[0] if k == 1 else None, int(np.median(epochs)))
+
+
 def fit_one(train, seed, config):
     """(model, fitted copy whose ``uns`` holds the validation metrics) for one configuration."""
     import mmdyn_sc
@@ -88,9 +182,14 @@ def fit_one(train, seed, config):
     options = dict(config)
     restore = options.pop("_restore", None)
     refit = options.pop("_refit", False)
+    ema = options.pop("_ema", None)
+    dropout_in = options.pop("_input_dropout", None)
     common = {"seed": seed, "enable_progress_bar": False, "modalities": list(ab.MODS)}
-    if restore:
-        options["callbacks"] = [restore_best(*restore)]
+    callbacks = ([restore_best(*restore)] if restore else []) + (
+        [weight_average(ema)] if ema else []) + (
+        [input_dropout(dropout_in)] if dropout_in else [])
+    if callbacks:
+        options["callbacks"] = callbacks
     first = train.copy()
     model = mmdyn_sc.tl.fit(first, ab.LABEL, mask_var=ab.mask_for(first, ab.MODS),
                             **common, **options)
@@ -110,13 +209,10 @@ def run(names, folds, out: Path) -> None:
         y_test = test.obs[ab.LABEL].astype(str).to_numpy()
         for name in names:
             start = time.perf_counter()
-            model, fitted, epochs = fit_one(train, seed, CONFIGS[name])
-            classes = np.asarray(model.classes_, dtype=object)
-            pred = classes[model.predict(test, soft=True).to_numpy().argmax(1)]
-            record = {"config": name, "fold": seed,
-                      "val": float(fitted.uns["mmdyn"]["metrics"]["validation"]["f1_macro"]),
-                      "test": ab.score(y_test, pred)["f1_macro"], "epochs": epochs,
-                      "s": time.perf_counter() - start}
+            probs, classes, val, epochs = fit_and_predict(train, test, seed, CONFIGS[name])
+            record = {"config": name, "fold": seed, "val": val,
+                      "test": ab.score(y_test, classes[probs.argmax(1)])["f1_macro"],
+                      "epochs": epochs, "s": time.perf_counter() - start}
             print(json.dumps(record), flush=True)
             with out.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -140,12 +236,16 @@ def table(path: Path) -> str:
         paired = [k for k in folds if k in base]
 
         def diff(key, runs=runs, paired=paired):
+            if any(runs[k][key] is None for k in paired):
+                return "n/a"
             d = np.array([100 * (runs[k][key] - base[k][key]) for k in paired])
             sd = d.std(ddof=1) if len(d) > 1 else 0.0
             return f"{d.mean():+.1f} ± {sd:.1f}" if len(d) else ""
 
+        vals = [runs[k]["val"] for k in folds]
+        val = "n/a" if None in vals else f"{np.mean(vals):.3f}"
         lines.append(
-            f"| {name} | {len(folds)} | {np.mean([runs[k]['val'] for k in folds]):.3f} | "
+            f"| {name} | {len(folds)} | {val} | "
             f"{np.mean([runs[k]['test'] for k in folds]):.3f} | "
             f"{diff('val') if name != 'default' else ''} | "
             f"{diff('test') if name != 'default' else ''} | "
