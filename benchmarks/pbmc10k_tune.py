@@ -75,6 +75,12 @@ CONFIGS: dict[str, dict] = {
 }
 
 
+def snapshot(module, floating_only: bool = False) -> dict:
+    """A detached copy of ``module``'s state dict (only its floating-point entries)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()
+            if v.is_floating_point() or not floating_only}
+
+
 def restore_best(monitor: str, mode: str):
     """A Lightning callback that puts back the module weights of the best validation epoch."""
     from lightning.pytorch.callbacks import Callback
@@ -90,8 +96,7 @@ def restore_best(monitor: str, mode: str):
             value = float(value)
             if self.best is None or (value < self.best if mode == "min" else value > self.best):
                 self.best = value
-                self.state = {k: t.detach().clone()
-                              for k, t in plan.module.state_dict().items()}
+                self.state = snapshot(plan.module)
 
         def on_train_end(self, trainer, plan):
             if self.state is not None:
@@ -114,19 +119,17 @@ def weight_average(decay: float):
             self.average, self.current = None, None
 
         def on_train_batch_end(self, trainer, plan, outputs, batch, batch_idx):
+            if self.average is None:
+                self.average = snapshot(plan.module, floating_only=True)
+                return
+            state = plan.module.state_dict()
             with torch.no_grad():
-                state = plan.module.state_dict()
-                if self.average is None:
-                    self.average = {k: v.detach().clone() for k, v in state.items()
-                                    if v.is_floating_point()}
-                    return
                 for k, average in self.average.items():
                     average.lerp_(state[k], 1 - decay)
 
         def on_validation_epoch_start(self, trainer, plan):
             if self.average is not None:
-                self.current = {k: v.detach().clone()
-                                for k, v in plan.module.state_dict().items()}
+                self.current = snapshot(plan.module)
                 plan.module.load_state_dict(self.average, strict=False)
 
         def on_validation_epoch_end(self, trainer, plan):
@@ -157,6 +160,11 @@ def input_dropout(rate: float):
     return InputDropout()
 
 
+#: configuration key -> the Lightning callback it adds, from the key's value
+CALLBACKS = {"_restore": lambda value: restore_best(*value), "_ema": weight_average,
+             "_input_dropout": input_dropout}
+
+
 def fit_and_predict(train, test, seed, config):
     """(test class probabilities, classes, validation macro F1, epochs) of one configuration.
 
@@ -180,14 +188,9 @@ def fit_one(train, seed, config):
     import mmdyn_sc
 
     options = dict(config)
-    restore = options.pop("_restore", None)
     refit = options.pop("_refit", False)
-    ema = options.pop("_ema", None)
-    dropout_in = options.pop("_input_dropout", None)
     common = {"seed": seed, "enable_progress_bar": False, "modalities": list(ab.MODS)}
-    callbacks = ([restore_best(*restore)] if restore else []) + (
-        [weight_average(ema)] if ema else []) + (
-        [input_dropout(dropout_in)] if dropout_in else [])
+    callbacks = [make(options.pop(key)) for key, make in CALLBACKS.items() if key in options]
     if callbacks:
         options["callbacks"] = callbacks
     first = train.copy()

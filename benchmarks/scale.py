@@ -92,9 +92,6 @@ TARGET_FRACTION = 0.5
 GB = 1e9
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCRIPT = Path(__file__).resolve()
-#: the options of tl.fit's "default" recipe that build the model
-RECIPE_MODEL_OPTIONS = ("n_hidden", "dropout", "feature_scaling", "class_weights", "confidence",
-                        "modality_dropout")
 DATA_VERSION = 2  # bump when the data recipe changes, so that cached files are rebuilt
 
 
@@ -468,6 +465,14 @@ def macro_f1(model, heldout_path: Path) -> float:
     return float(f1_score(truth, predicted, average="macro"))
 
 
+def recipe_model_options(recipe: dict) -> dict:
+    """The options of ``recipe`` that build the model (``tl.fit``'s own list), except
+    ``gate_rank``, which each fit sets."""
+    from mmdyn_sc.tl._recipes import MODEL_OPTIONS
+
+    return {k: recipe[k] for k in MODEL_OPTIONS if k != "gate_rank"}
+
+
 def child_mmdyn(args) -> dict:
     """One MMDynamics fit; returns the row for the table."""
     from mmdyn_sc import MMDynamics
@@ -481,7 +486,7 @@ def child_mmdyn(args) -> dict:
     rss.end("load")
     MMDynamics.setup_mudata(mdata, labels_key=LABEL, modalities=list(MODS))
     rss.end("setup")
-    options = {k: recipe[k] for k in RECIPE_MODEL_OPTIONS}
+    options = recipe_model_options(recipe)
     model = MMDynamics(mdata, gate_rank=args.gate_rank, **options)
     batch_size = recipe["batch_size"]
     flops = flops_per_cell(model.module, one_batch(model, FLOP_BATCH))
@@ -730,7 +735,7 @@ def notes(args, build_s: dict, wall: float) -> list[str]:
         f"log-normal (sigma {DEPTH_SIGMA}) depth factor per cell, then `pp.prepare`; "
         "float32 CSR in `.h5mu` under the workdir. All 4000 genes are the top-4000 HVGs.",
         "MMDynamics: tl.fit's \"default\" recipe model options ("
-        + ", ".join(f"{k} {RECIPES['default'][k]}" for k in RECIPE_MODEL_OPTIONS)
+        + ", ".join(f"{k} {v}" for k, v in recipe_model_options(RECIPES["default"]).items())
         + f"), batch {RECIPES['default']['batch_size']}, `train_size=1.0`, no "
         "early stopping; cells/s = training cells / median epoch time (epoch timed by a "
         "Lightning callback: loading, forward, backward, optimizer; nothing else).",
