@@ -52,7 +52,7 @@ def test_modality_dropout_zero_is_the_original(bmmc_donors, fast):
     ms.MMDynamics.setup_mudata(train, labels_key="cell_type")
     torch.manual_seed(5)
     plain = ms.MMDynamics(train, n_hidden=fast["n_hidden"], feature_scaling="standard",
-                          class_weights="balanced", gate_rank="auto")
+                          feature_clip=5.0, class_weights="balanced", gate_rank="auto")
     plain.train(max_epochs=fast["max_epochs"], seed=5, enable_progress_bar=False)
     explicit = ms.tl.fit(train.copy(), "cell_type", seed=5, modality_dropout=0.0,
                          confidence="tcp", **fast)

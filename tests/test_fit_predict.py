@@ -141,6 +141,7 @@ def test_paper_recipe_runs(bmmc):
     assert model.module.class_weights.eq(1).all()
     scaler = model.module.branches[0].scaler
     assert (scaler.scale != 1).any()  # min-max scaling fitted on the training cells
+    assert scaler.clip is None and model.feature_clip is None  # the original: no clipping
 
 
 def test_unlabeled_cells_are_predicted_not_trained(bmmc, fast):
@@ -213,6 +214,7 @@ def test_save_load_round_trip(bmmc_donors, tmp_path, fast):
     # Fitted preprocessing travelled with the model.
     for a, b in zip(model.module.branches, loaded.module.branches, strict=True):
         assert np.allclose(a.scaler.shift.numpy(), b.scaler.shift.numpy())
+        assert a.scaler.clip == b.scaler.clip == 5.0  # recipe "default"
     ms.tl.predict(shuffled, loaded)
     assert (shuffled.obs["mmdyn_prediction"].astype(str).to_numpy()
             == expected.idxmax(1).to_numpy()).all()

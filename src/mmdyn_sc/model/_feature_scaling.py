@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy import sparse
 
@@ -10,6 +12,25 @@ from .._data._chunks import row_blocks
 SCALINGS = (None, "minmax", "standard")
 #: Images read at a time when fitting channel scaling (3 x 64 x 64 float64: 100 KB each).
 IMAGE_CHUNK = 1024
+
+
+def check_feature_clip(feature_clip, feature_scaling) -> float | None:
+    """``feature_clip`` as a float (or ``None``); clipping needs ``"standard"`` scaling."""
+    if feature_scaling not in SCALINGS:
+        raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {feature_scaling!r}.")
+    if feature_clip is None:
+        return None
+    if isinstance(feature_clip, bool) or not isinstance(feature_clip, numbers.Real):
+        raise TypeError(f"feature_clip must be None or a positive number, got "
+                        f"{type(feature_clip).__name__}.")
+    if not (np.isfinite(feature_clip) and feature_clip > 0):
+        raise ValueError(f"feature_clip must be None or a positive number, got {feature_clip}.")
+    if feature_scaling != "standard":
+        raise ValueError(
+            f"feature_clip clips z-scores and needs feature_scaling='standard', got "
+            f"feature_scaling={feature_scaling!r}; pass feature_clip=None."
+        )
+    return float(feature_clip)
 
 
 def fit_scaling(matrix, rows: np.ndarray, method: str | None) -> tuple[np.ndarray, np.ndarray]:

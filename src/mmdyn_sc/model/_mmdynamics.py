@@ -31,7 +31,7 @@ from ..module import MMDynamicsModule
 from ..module._low_rank_gate import check_gate_rank
 from . import _registry_keys as rk
 from ._checkpoint import MMDynamicsTrainRunner, checkpoint_callbacks, last_checkpoint
-from ._feature_scaling import fit_channel_scaling, fit_scaling
+from ._feature_scaling import check_feature_clip, fit_channel_scaling, fit_scaling
 from ._fingerprint import run_fingerprint
 from ._inference import InferenceResult, run_inference
 from ._load_check import compare_with_saved_setup, mismatch_error, state_dict_error
@@ -105,6 +105,13 @@ class MMDynamics(BaseModelClass):
         ``None``, ``"minmax"`` or ``"standard"``: per-feature scaling fitted on the training
         cells when :meth:`train` runs, stored in the model and reapplied to new data. An
         image modality is scaled per channel (every pixel a value of its channel).
+    feature_clip
+        ``None`` (no clipping, as in the original), or c > 0 with
+        ``feature_scaling="standard"``: z-scores of tabular modalities are clipped to
+        ``[-c, c]`` (as ``scanpy.pp.scale(max_value=c)``, on both sides), so that a gene
+        expressed in a few cells does not feed the encoder values of 10 or more. Images are
+        not clipped. ``tl.fit``'s recipe ``"default"`` uses 5 (chosen on validation cells:
+        ``benchmarks/results/pbmc10k_tune.md``).
     class_weights
         ``None`` or ``"balanced"`` (cross-entropy weighted by inverse class frequency of the
         training cells).
@@ -179,7 +186,9 @@ class MMDynamics(BaseModelClass):
         modality_dropout: float = 0.0,
         gate_rank: int | str | Mapping[str, int | None] | None = None,
         image_options: Mapping[str, float] | None = None,
+        feature_clip: float | None = None,
     ):
+        feature_clip = check_feature_clip(feature_clip, feature_scaling)
         aligned = self._aligned_for(mdata)
         super().__init__(aligned.mdata)
         if class_weights not in CLASS_WEIGHTS:
@@ -197,6 +206,7 @@ class MMDynamics(BaseModelClass):
         hidden = self._hidden_sizes(n_hidden)
         ranks = self._gate_ranks(gate_rank)
         self.feature_scaling = feature_scaling
+        self.feature_clip = feature_clip
         self.class_weights = class_weights
         self.module = self._module_cls(
             n_features=[len(self.features_[m]) for m in self.modalities_],
@@ -211,6 +221,7 @@ class MMDynamics(BaseModelClass):
             gate_rank=[ranks[m] for m in self.modalities_],
             images=[self.images_.get(m) for m in self.modalities_],
             image_options=image_options,
+            feature_clip=feature_clip,
         )
         self.module.on_load = lambda model, **kwargs: None  # scvi-tools' load hook
         self._present = aligned.present
@@ -219,7 +230,8 @@ class MMDynamics(BaseModelClass):
             f"hidden {[hidden[m] for m in self.modalities_]}, FI={feature_informativeness}, "
             f"MI={modality_informativeness}, confidence={confidence!r}, "
             f"modality_dropout={modality_dropout}, "
-            f"gate_rank={[ranks[m] for m in self.modalities_]}"
+            f"gate_rank={[ranks[m] for m in self.modalities_]}, "
+            f"feature_scaling={feature_scaling!r}, feature_clip={feature_clip}"
             + (f", images {self.images_}" if self.images_ else "")
         )
         self.init_params_ = self._get_init_params(locals())

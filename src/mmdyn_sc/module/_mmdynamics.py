@@ -53,6 +53,8 @@ class ModalityBranch(BranchHeads):
     gate_rank
         With FI, ``None`` for the full d x d gate, or r (``1 <= r < d``) for the low-rank
         gate ``sigmoid(B (A x))`` (:class:`LowRankFeatureGate`, O(d r)).
+    feature_clip
+        ``None``, or c > 0: scaled inputs are clipped to ``[-c, c]`` (:class:`FeatureScaler`).
 
     ``forward`` returns ``h`` (n, H), ``gate`` (n, d) or None, ``logits`` (n, C) and
     ``tcp_hat`` (n,), the head's predicted TCP, or None without a head.
@@ -68,9 +70,10 @@ class ModalityBranch(BranchHeads):
         modality_informativeness: bool,
         confidence: str = "tcp",
         gate_rank: int | None = None,
+        feature_clip: float | None = None,
     ):
         super().__init__()
-        self.scaler = FeatureScaler(n_features)
+        self.scaler = FeatureScaler(n_features, feature_clip)
         self.gate = (
             make_feature_gate(n_features, gate_rank) if feature_informativeness else None
         )
@@ -144,6 +147,9 @@ class MMDynamicsModule(nn.Module):
         original), one int for every modality, or one entry (int or ``None``) per modality.
         A rank r (``1 <= r < d``) gives the low-rank gate ``sigmoid(B (A x))``, O(d r).
         Ignored without FI.
+    feature_clip
+        ``None`` (as in the original), or c > 0: every tabular modality's scaled inputs are
+        clipped to ``[-c, c]`` (images are not clipped).
     images
         One entry per modality: ``None`` for a tabular modality, or a mapping with
         ``channels`` and ``image_size`` for an image modality, which gets an
@@ -168,6 +174,7 @@ class MMDynamicsModule(nn.Module):
         gate_rank: int | Sequence[int | None] | None = None,
         images: Sequence[Mapping | None] | None = None,
         image_options: Mapping | None = None,
+        feature_clip: float | None = None,
     ):
         super().__init__()
         self.confidence = check_confidence_option(confidence)
@@ -190,7 +197,8 @@ class MMDynamicsModule(nn.Module):
         self.image_options = _image_options(image_options)
         self.branches = nn.ModuleList(
             ModalityBranch(d, h, n_classes, dropout, feature_informativeness,
-                           modality_informativeness, confidence, gate_rank=r)
+                           modality_informativeness, confidence, gate_rank=r,
+                           feature_clip=feature_clip)
             if image is None else
             ImageBranch(int(image["channels"]), int(image["image_size"]), h, n_classes,
                         dropout, feature_informativeness, modality_informativeness, confidence,

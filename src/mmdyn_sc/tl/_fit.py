@@ -64,6 +64,7 @@ def fit(
     n_hidden: int | Mapping[str, int] = _UNSET,
     dropout: float = _UNSET,
     feature_scaling: str | None = _UNSET,
+    feature_clip: float | None = _UNSET,
     class_weights: str | None = _UNSET,
     confidence: str = _UNSET,
     modality_dropout: float = _UNSET,
@@ -112,6 +113,12 @@ def fit(
         The FI and MI switches; both off is MM static.
     n_hidden, dropout, feature_scaling, class_weights, loss_weights
         Model options, see :class:`~mmdyn_sc.MMDynamics`.
+    feature_clip
+        Clip the z-scored inputs of tabular modalities to ``[-feature_clip, feature_clip]``
+        (5 in recipe ``"default"``, chosen on validation cells:
+        ``benchmarks/results/pbmc10k_tune.md``; ``None``: no clipping, recipe ``"paper"``).
+        Needs ``feature_scaling="standard"``; a ``feature_scaling`` other than that given
+        without ``feature_clip`` turns the recipe's clipping off.
     confidence
         How MI weighs each modality per cell: ``"energy"`` (recipe ``"default"``; chosen
         on validation cells, see :data:`mmdyn_sc.tl.RECIPES`), ``"tcp"`` (the original,
@@ -244,7 +251,7 @@ def fit(
         k: v
         for k, v in {
             "n_hidden": n_hidden, "dropout": dropout, "feature_scaling": feature_scaling,
-            "class_weights": class_weights, "confidence": confidence,
+            "feature_clip": feature_clip, "class_weights": class_weights, "confidence": confidence,
             "modality_dropout": modality_dropout, "gate_rank": gate_rank,
             "max_epochs": max_epochs, "lr": lr,
             "weight_decay": weight_decay, "lr_step_size": lr_step_size,
