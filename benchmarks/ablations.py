@@ -667,7 +667,7 @@ def run(dataset, args, specs, out_json):
         return ref_conf
 
     refs = [m for m in specs if SPECS[m]["kind"] == "mm_ref"]
-    refit = [m for m in (args.refit or []) if SPECS[m]["kind"] == "mm"]
+    refit = [m for m in (args.refit or []) if SPECS[m]["kind"] in ("mm", "mm_ref")]
     for split, train, test, split_seeds, info in splits(dataset, mdata, args.folds, only, seeds):
         splits_run.append(split)
         if split in done_splits and not refit:
@@ -678,15 +678,16 @@ def run(dataset, args, specs, out_json):
             log(f"{split}: refitting {', '.join(refit)}")
             records[:] = [r for r in records
                           if not (r["split"] == split and r["method"] in refit)]
-            fit_mm_methods(split, train, test, split_seeds, info, refit)
+            fit_mm_methods(split, train, test, split_seeds, info,
+                           [m for m in refit if SPECS[m]["kind"] == "mm"])
             ref_conf = reference_confidence(split)
             stale = {r["method"] for r in records if r["split"] == split
                      and r["method"] in refs and r["options"]["confidence"] != ref_conf}
-            if stale:  # the references follow the validation-chosen confidence option
+            redo = [m for m in refs if m in stale or m in refit]
+            if redo:  # the references follow the validation-chosen confidence option
                 records[:] = [r for r in records
-                              if not (r["split"] == split and r["method"] in stale)]
-                fit_mm_methods(split, train, test, split_seeds, info,
-                               [m for m in refs if m in stale], ref_conf)
+                              if not (r["split"] == split and r["method"] in redo)]
+                fit_mm_methods(split, train, test, split_seeds, info, redo, ref_conf)
             split_seconds[split] = (split_seconds.get(split, 0.0)
                                     + time.perf_counter() - split_start)
             save()
@@ -773,10 +774,10 @@ def main(argv=None):
                         help="keep the splits already in the JSON and run the others")
     parser.add_argument("--refit", nargs="+", default=None, choices=list(SPECS),
                         metavar="METHOD",
-                        help="with --resume: refit these mmdyn_sc methods in the splits "
-                             "already saved, replacing their rows (and the single-modality "
-                             "references if the validation-chosen variant's confidence "
-                             "option changes)")
+                        help="with --resume: refit these mmdyn_sc methods (MM variants "
+                             "and single-modality references) in the splits already saved, "
+                             "replacing their rows (and the references if the "
+                             "validation-chosen variant's confidence option changes)")
     parser.add_argument("--lr-c-range", type=float, nargs=3, default=[-3, 1, 9],
                         metavar=("LOG10_LOW", "LOG10_HIGH", "N"))
     parser.add_argument("--threads", type=int, default=1,
