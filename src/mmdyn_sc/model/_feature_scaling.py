@@ -14,10 +14,15 @@ SCALINGS = (None, "minmax", "standard")
 IMAGE_CHUNK = 1024
 
 
+def check_scaling(method) -> None:
+    """Raise unless ``method`` is one of :data:`SCALINGS`."""
+    if method not in SCALINGS:
+        raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {method!r}.")
+
+
 def check_feature_clip(feature_clip, feature_scaling) -> float | None:
     """``feature_clip`` as a float (or ``None``); clipping needs ``"standard"`` scaling."""
-    if feature_scaling not in SCALINGS:
-        raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {feature_scaling!r}.")
+    check_scaling(feature_scaling)
     if feature_clip is None:
         return None
     if isinstance(feature_clip, bool) or not isinstance(feature_clip, numbers.Real):
@@ -41,8 +46,7 @@ def fit_scaling(matrix, rows: np.ndarray, method: str | None) -> tuple[np.ndarra
     dense one is never copied whole at float64, and a backed (on-disk) one is read block by
     block. Sums are accumulated in float64.
     """
-    if method not in SCALINGS:
-        raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {method!r}.")
+    check_scaling(method)
     n_features = matrix.shape[1]
     if method is None or len(rows) == 0:
         return np.zeros(n_features), np.ones(n_features)
@@ -82,8 +86,7 @@ def fit_channel_scaling(images, rows: np.ndarray,
     ``"minmax"``: channel minimum and range; ``None``: the identity. Reads ``IMAGE_CHUNK``
     images at a time, sums in float64.
     """
-    if method not in SCALINGS:
-        raise ValueError(f"feature_scaling must be one of {SCALINGS}, got {method!r}.")
+    check_scaling(method)
     n_channels = images.shape[1]
     if method is None or len(rows) == 0:
         return np.zeros(n_channels), np.ones(n_channels)
