@@ -292,6 +292,12 @@ class MMDynamicsModule(nn.Module):
         mono = torch.stack(tcp_hats, dim=1)
         return pdf_weights(mono, modality_logits, available, calibrate=not self.training)
 
+    def on_load(self, model, **kwargs) -> None:
+        """scvi-tools' hook after a model is rebuilt from a save: nothing to prepare.
+
+        The weights, scalers and class weights all live in the state dict.
+        """
+
     def forward(
         self, xs: Sequence[torch.Tensor], present: torch.Tensor
     ) -> dict[str, torch.Tensor | list]:

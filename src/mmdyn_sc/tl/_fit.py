@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 from mudata import MuData
 
 from .._data._images import IMAGE_KEY
@@ -18,7 +17,17 @@ from .._keys import (
 )
 from .._utils import copy_mudata
 from ..model import MMDynamics
-from ._recipes import MODEL_OPTIONS, RECIPE_IMAGE_OPTIONS, recipe_options
+from ..model._recipes import (
+    MODEL_OPTIONS,
+    TRAIN_OPTIONS,
+    ClassWeights,
+    Confidence,
+    FeatureScaling,
+    RecipeName,
+    image_options_for,
+    recipe_options,
+)
+from ..model._seeding import kept_random_state, local_seed
 from ._store import history_arrays, write_results
 
 _UNSET = object()
@@ -49,6 +58,7 @@ def model_summary(model: MMDynamics, key_added: str) -> dict:
     }
 
 
+@kept_random_state()  # MuData updates and data loaders draw from the global generators
 def fit(
     mdata: MuData,
     labels_key: str,
@@ -58,15 +68,15 @@ def fit(
     mask_var: Mapping[str, str] | None = None,
     key_added: str = DEFAULT_KEY,
     copy: bool = False,
-    recipe: str = "default",
+    recipe: RecipeName = "default",
     feature_informativeness: bool = True,
     modality_informativeness: bool = True,
     n_hidden: int | Mapping[str, int] = _UNSET,
     dropout: float = _UNSET,
-    feature_scaling: str | None = _UNSET,
+    feature_scaling: FeatureScaling | None = _UNSET,
     feature_clip: float | None = _UNSET,
-    class_weights: str | None = _UNSET,
-    confidence: str = _UNSET,
+    class_weights: ClassWeights | None = _UNSET,
+    confidence: Confidence = _UNSET,
     modality_dropout: float = _UNSET,
     gate_rank: int | str | Mapping[str, int | None] | None = _UNSET,
     loss_weights: Mapping[str, float] | None = None,
@@ -76,6 +86,7 @@ def fit(
     lr: float = _UNSET,
     weight_decay: float = _UNSET,
     lr_step_size: int | None = _UNSET,
+    lr_gamma: float = _UNSET,
     batch_size: int | None = _UNSET,
     train_size: float = _UNSET,
     early_stopping: bool = _UNSET,
@@ -84,7 +95,7 @@ def fit(
     checkpoint_every_n_epochs: int = 10,
     resume: bool = False,
     **train_kwargs,
-) -> MMDynamics | tuple[MuData, MMDynamics]:
+) -> MMDynamics | MuData:
     """Train MM dynamics on ``mdata`` and write predictions, confidences and feature weights.
 
     Parameters
@@ -105,10 +116,12 @@ def fit(
     key_added
         Prefix of every key written.
     copy
-        Work on a copy of ``mdata`` and return it with the model.
+        Work on a copy of ``mdata`` and return the annotated copy instead of the model, as
+        scanpy's ``copy=True`` does (``mdata`` is left as it was; the model is not kept).
     recipe
-        ``"default"`` or ``"paper"`` (the original MM dynamics recipe exactly; see
-        :data:`mmdyn_sc.tl.RECIPES`). Options given explicitly override the recipe.
+        ``"default"`` (the defaults of :class:`~mmdyn_sc.MMDynamics` too) or ``"paper"``
+        (the original MM dynamics recipe exactly); both are listed in
+        :data:`mmdyn_sc.tl.RECIPES`. Options given explicitly override the recipe.
     feature_informativeness, modality_informativeness
         The FI and MI switches; both off is MM static.
     n_hidden, dropout, feature_scaling, class_weights, loss_weights
@@ -153,11 +166,13 @@ def fit(
         heatmap on 64 x 64 images). ``recipe="paper"`` trains the patch gate from the
         first step as the study did (``gate_warmup=0``); names given here override the
         recipe's.
-    max_epochs, lr, weight_decay, lr_step_size, batch_size, train_size, early_stopping
+    max_epochs, lr, weight_decay, lr_step_size, lr_gamma, batch_size, train_size, early_stopping
         Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
         full batch).
     seed
-        Seeds weight initialisation, the train/validation split, minibatches and dropout.
+        Seeds weight initialisation, the train/validation split, minibatches and dropout,
+        locally: the global torch, NumPy and Python random states are the same after the
+        fit as before.
         Same seed, data and settings on the same machine and the same number of torch
         threads (:func:`torch.get_num_threads`; float sums depend on it): bit-identical
         weights and predictions on CPU, in one process or across processes.
@@ -174,7 +189,7 @@ def fit(
 
     Returns
     -------
-    The trained model (with ``copy=True``, the annotated copy and the model). It sets
+    The trained model (with ``copy=True``, the annotated copy instead). It sets
 
     ``mdata.obs[f"{key_added}_prediction"]``
         Predicted class (categorical).
@@ -246,42 +261,31 @@ def fit(
     (or a SLURM ``srun``), which Lightning detects. scvi-tools also writes the history to
     ``lightning_logs/`` in the working directory under DDP.
     """
+    arguments = dict(locals())
     _check_key(key_added)
-    given = {
-        k: v
-        for k, v in {
-            "n_hidden": n_hidden, "dropout": dropout, "feature_scaling": feature_scaling,
-            "feature_clip": feature_clip, "class_weights": class_weights, "confidence": confidence,
-            "modality_dropout": modality_dropout, "gate_rank": gate_rank,
-            "max_epochs": max_epochs, "lr": lr,
-            "weight_decay": weight_decay, "lr_step_size": lr_step_size,
-            "batch_size": batch_size, "train_size": train_size, "early_stopping": early_stopping,
-        }.items()
-        if v is not _UNSET
-    }
+    given = {k: arguments[k] for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
+             if arguments[k] is not _UNSET}
     options = recipe_options(recipe, given)
-    if image_options is not None and not isinstance(image_options, Mapping):
-        raise TypeError(f"image_options must be a dict of option names to values, got "
-                        f"{type(image_options).__name__}.")
+    image_options = image_options_for(recipe, image_options)
     target = copy_mudata(mdata) if copy else mdata
     MMDynamics.setup_mudata(target, labels_key=labels_key, modalities=modalities, layers=layers,
                             mask_var=mask_var, image_key=image_key)
-    torch.manual_seed(seed)
-    model = MMDynamics(
-        target,
-        feature_informativeness=feature_informativeness,
-        modality_informativeness=modality_informativeness,
-        loss_weights=loss_weights,
-        image_options={**RECIPE_IMAGE_OPTIONS[recipe], **(image_options or {})},
-        **{k: options[k] for k in MODEL_OPTIONS},
-    )
+    with local_seed(seed):  # weight initialisation; train() seeds the rest the same way
+        model = MMDynamics(
+            target,
+            feature_informativeness=feature_informativeness,
+            modality_informativeness=modality_informativeness,
+            loss_weights=loss_weights,
+            image_options=image_options,
+            **{k: options[k] for k in MODEL_OPTIONS},
+        )
     train_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
     model.train(seed=seed, checkpoint_dir=checkpoint_dir,
                 checkpoint_every_n_epochs=checkpoint_every_n_epochs, resume=resume,
                 **train_options, **train_kwargs)
     if not model.is_global_zero:
         # Another process of a distributed fit: process 0 writes the results.
-        return (target, model) if copy else model
+        return target if copy else model
 
     label_codes = model.label_codes
     split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)
@@ -292,4 +296,4 @@ def fit(
     uns = model_summary(model, key_added)
     uns["recipe"] = recipe
     write_results(target, model, result, key_added, split, label_codes, uns)
-    return (target, model) if copy else model
+    return target if copy else model
