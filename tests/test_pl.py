@@ -1,4 +1,4 @@
-"""Plots: what is drawn equals what tl stored (one small fit on BMMC for the whole module)."""
+"""Plots: what is drawn equals what tl stored (one small synthetic fit for the whole module)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import scanpy as sc  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -20,13 +22,14 @@ from matplotlib.patches import PathPatch, Rectangle  # noqa: E402
 
 import mmdyn_sc as ms  # noqa: E402
 from mmdyn_sc._keys import SPLIT_VALIDATION, Key  # noqa: E402
+from mmdyn_sc._names import safe_names  # noqa: E402
 
 LABELS = "cell_type"
 
 
 @pytest.fixture(scope="module")
-def fitted(_bmmc_prepared):
-    data = _bmmc_prepared.copy()
+def fitted(_synth_prepared):
+    data = _synth_prepared[0].copy()
     model = ms.tl.fit(data, LABELS, max_epochs=4, n_hidden=32, enable_progress_bar=False,
                       confidence="tcp")  # predicted TCP: the calibration plot's error
     return data, model
@@ -42,6 +45,23 @@ def mdata(fitted):
 def _close_figures():
     yield
     plt.close("all")
+
+
+@pytest.fixture(autouse=True)
+def _no_autoshow():
+    """Plots return their Axes (scanpy's autoshow off) unless a test turns it back on."""
+    before = sc.settings.autoshow  # a class property: monkeypatch cannot restore it
+    sc.settings.autoshow = False
+    yield
+    sc.settings.autoshow = before
+
+
+@pytest.fixture
+def shown(monkeypatch) -> list:
+    """Records each call of ``plt.show`` (by our plots and by scanpy's) instead of showing."""
+    calls: list = []
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: calls.append(1))
+    return calls
 
 
 def tick_texts(labels) -> list[str]:
@@ -96,7 +116,9 @@ def test_feature_weights_per_class_heatmap(mdata):
     image = ax.images[0].get_array()
     assert image.shape == (len(expected_rows), frame.shape[1])
     assert tick_texts(ax.get_yticklabels()) == expected_rows
-    assert tick_texts(ax.get_xticklabels()) == [str(c) for c in frame.columns]
+    classes = [str(c) for c in mdata.uns["mmdyn"]["classes"]]
+    assert list(frame.columns) == safe_names(classes)
+    assert tick_texts(ax.get_xticklabels()) == classes
     stored = frame.loc[expected_rows].to_numpy(dtype=float)
     np.testing.assert_array_equal(np.ma.getmaskarray(image), np.isnan(stored))
     np.testing.assert_allclose(np.ma.filled(image, np.nan), stored)
@@ -309,14 +331,56 @@ PLOTS = {
 
 
 @pytest.mark.parametrize("name", list(PLOTS))
-def test_ax_show_return_fig(mdata, name):
+def test_ax_show_return_fig(mdata, name, shown):
     plot = PLOTS[name]
     fig, ax = plt.subplots()
-    assert plot(mdata, ax=ax) is ax
+    assert plot(mdata, ax=ax) is ax  # autoshow off (fixture): the Axes
     assert plot(mdata, ax=ax, return_fig=True) is fig
     assert isinstance(plot(mdata, show=False), Axes)
     assert isinstance(plot(mdata, return_fig=True), Figure)
+    assert isinstance(plot(mdata, return_fig=True, show=True), Figure)  # returned, not shown
+    assert not shown
     assert plot(mdata, show=True) is None
+    assert len(shown) == 1
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_show_none_follows_scanpy_autoshow(mdata, name, shown):
+    plot = PLOTS[name]
+    sc.settings.autoshow = True
+    assert plot(mdata) is None
+    assert len(shown) == 1
+    fig, ax = plt.subplots()
+    assert plot(mdata, ax=ax) is None  # as in scanpy, also into a given Axes
+    assert plot(mdata, ax=ax, show=False) is ax
+    assert len(shown) == 2
+
+
+def outcome(value, shown: list) -> tuple[str, bool]:
+    kind = ("none" if value is None else "figure" if isinstance(value, Figure)
+            else "axes" if isinstance(value, Axes) else type(value).__name__)
+    return kind, bool(shown and shown.pop())
+
+
+@pytest.mark.parametrize("autoshow", [True, False])
+@pytest.mark.parametrize("show", [None, True, False])
+@pytest.mark.parametrize("return_fig", [False, True])
+@pytest.mark.parametrize("given_ax", [False, True])
+def test_show_return_fig_as_scanpy_embedding(mdata, shown, autoshow, show, return_fig,
+                                             given_ax):
+    """What is returned and whether the figure is shown, as :func:`scanpy.pl.embedding`."""
+    sc.settings.autoshow = autoshow
+    adata = ad.AnnData(np.zeros((3, 1), dtype=np.float32),
+                       obsm={"X_umap": np.arange(6.0).reshape(3, 2)})
+    options = {"show": show, "return_fig": return_fig}
+    ours = outcome(ms.pl.training_history(mdata, ax=plt.subplots()[1] if given_ax else None,
+                                          **options), shown)
+    if given_ax and return_fig:  # scanpy 1.11 raises UnboundLocalError there
+        assert ours == ("figure", False)
+        return
+    theirs = outcome(sc.pl.embedding(adata, "umap", ax=plt.subplots()[1] if given_ax else None,
+                                     **options), shown)
+    assert ours == theirs
 
 
 @pytest.mark.parametrize("name", list(PLOTS))

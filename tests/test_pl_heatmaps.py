@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import scanpy as sc  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from mudata import MuData  # noqa: E402
@@ -102,6 +103,15 @@ def mdata(real_images) -> MuData:
 def _close_figures():
     yield
     plt.close("all")
+
+
+@pytest.fixture(autouse=True)
+def _no_autoshow():
+    """Plots return their Axes (scanpy's autoshow off) unless a test turns it back on."""
+    before = sc.settings.autoshow  # a class property: monkeypatch cannot restore it
+    sc.settings.autoshow = False
+    yield
+    sc.settings.autoshow = before
 
 
 def image_axes(fig: Figure) -> list[Axes]:
@@ -223,14 +233,24 @@ def test_single_channel_float_images(real_images):
         drawn_heat, nearest_upsampled(mdata["image"].obsm[f"{KEY}_heatmap"][2]))
 
 
-def test_ax_show_return_fig(mdata):
+def test_ax_show_return_fig(mdata, monkeypatch):
     cell = mdata["image"].obs_names[0]
     fig, ax = plt.subplots()
     assert heatmaps_fn()(mdata, cells=[cell], ax=ax) is ax
     assert heatmaps_fn()(mdata, cells=[cell], ax=ax, return_fig=True) is fig
     assert isinstance(heatmaps_fn()(mdata, cells=[cell]), Axes)
     assert isinstance(heatmaps_fn()(mdata, cells=[cell], return_fig=True), Figure)
+    shown: list = []
+    monkeypatch.setattr(plt, "show", lambda *args, **kwargs: shown.append(1))
     assert heatmaps_fn()(mdata, cells=[cell], show=True) is None
+    assert len(shown) == 1
+    sc.settings.autoshow = True  # scanpy's default: show=None shows, returns nothing
+    assert heatmaps_fn()(mdata, cells=[cell]) is None
+    assert heatmaps_fn()(mdata, cells=[cell], ax=ax) is None
+    assert len(shown) == 3
+    assert isinstance(heatmaps_fn()(mdata, cells=[cell], return_fig=True), Figure)
+    assert heatmaps_fn()(mdata, cells=[cell], ax=ax, show=False) is ax
+    assert len(shown) == 3
     with pytest.raises(ValueError, match="single cell but 2"):
         heatmaps_fn()(mdata, cells=list(mdata["image"].obs_names[:2]), ax=ax)
 

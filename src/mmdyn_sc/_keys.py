@@ -43,7 +43,11 @@ class Key:
 
         @staticmethod
         def proba(key: str = DEFAULT_KEY) -> str:
-            """Fused class probabilities, DataFrame cells x classes."""
+            """Fused class probabilities, DataFrame cells x classes.
+
+            Columns in the order of ``uns[key]["classes"]``, named by
+            :func:`mmdyn_sc._names.safe_names` (``"/"`` -> ``"_"``).
+            """
             return f"{key}_proba"
 
         @staticmethod
@@ -76,7 +80,10 @@ class Key:
 
         @staticmethod
         def feature_weights(key: str = DEFAULT_KEY) -> str:
-            """Mean gate value per feature and predicted class, DataFrame features x classes."""
+            """Mean gate value per feature and predicted class, DataFrame features x classes.
+
+            Columns as in :meth:`Key.obsm.proba`.
+            """
             return f"{key}_feature_weights"
 
     class var:

@@ -89,8 +89,13 @@ def confusion(
         20 x 20.
     cmap
         Colour map.
-    ax, show, return_fig
-        scanpy's plotting conventions.
+    ax
+        Axes to draw into (default: a new figure).
+    show, return_fig
+        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
+        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
+        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
+        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
 
     Returns
     -------

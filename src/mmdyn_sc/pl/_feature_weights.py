@@ -7,6 +7,7 @@ from matplotlib.axes import Axes
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
+from .._names import original_names
 from ._utils import check_modality, finish, fit_record, new_axes, var_column, varm_frame
 
 #: ``groupby`` values meaning "per predicted class" (besides the prediction and label columns).
@@ -40,7 +41,9 @@ def feature_weights(
     With ``groupby="class"``: a heat map features x classes of
     ``mdata[modality].varm[f"{key}_feature_weights"]`` (mean gate value over the cells
     predicted as each class), on the union of each class's ``n_top`` highest features, in
-    class order. Classes no cell was predicted as have no weights (grey).
+    class order, labelled with the fit's class names (``mdata.uns[key]["classes"]``; the
+    stored columns have ``"/"`` replaced to be safe to write). Classes no cell was predicted
+    as have no weights (grey).
 
     Parameters
     ----------
@@ -62,8 +65,13 @@ def feature_weights(
         The fit's ``key_added``.
     cmap
         Colour map of the heat map.
-    ax, show, return_fig
-        scanpy's plotting conventions.
+    ax
+        Axes to draw into (default: a new figure).
+    show, return_fig
+        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
+        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
+        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
+        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
 
     Returns
     -------
@@ -83,7 +91,8 @@ def feature_weights(
                 f"groupby={groupby!r}: feature weights are stored per predicted class only "
                 f"(varm[{Key.varm.feature_weights(key)!r}]); use groupby='class' or None."
             )
-        fig, ax = _heatmap(mdata, modality, int(n_top), key, cmap, ax)
+        classes = record.get("classes", [])
+        fig, ax = _heatmap(mdata, modality, int(n_top), key, cmap, ax, classes)
     return finish(fig, ax, show, return_fig)
 
 
@@ -127,7 +136,7 @@ def per_class_rows(frame: pd.DataFrame, n_top: int) -> list:
     return rows
 
 
-def _heatmap(mdata, modality, n_top, key, cmap, ax):
+def _heatmap(mdata, modality, n_top, key, cmap, ax, classes):
     name = Key.varm.feature_weights(key)
     frame = varm_frame(mdata, modality, name, key)
     rows = per_class_rows(frame, n_top)
@@ -140,7 +149,8 @@ def _heatmap(mdata, modality, n_top, key, cmap, ax):
     colormap = mpl.colormaps[cmap].with_extremes(bad="0.85")
     image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=colormap,
                       interpolation="nearest")
-    ax.set_xticks(np.arange(n_cols), labels=[str(c) for c in frame.columns], rotation=90,
+    # The stored columns are safe names ("/" -> "_"): label them with the original classes.
+    ax.set_xticks(np.arange(n_cols), labels=original_names(frame.columns, classes), rotation=90,
                   fontsize=8)
     ax.set_yticks(np.arange(n_rows), labels=[str(r) for r in rows], fontsize=fontsize)
     ax.set_xlabel("predicted class")

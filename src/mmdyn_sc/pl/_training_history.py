@@ -48,7 +48,10 @@ def training_history(
     ax
         One Axes, or two with a score panel.
     show, return_fig
-        scanpy's plotting conventions.
+        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
+        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
+        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
+        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
 
     Returns
     -------

@@ -131,10 +131,21 @@ def new_panels(n: int, ax=None, panel_size=(4.0, 4.0)) -> tuple:
 
 
 def finish(fig, ax, show: bool | None, return_fig: bool):
-    """Show, or return the Figure / Axes (or list of Axes) as scanpy does."""
+    """End a plot as scanpy's plotting functions do (e.g. :func:`scanpy.pl.embedding`).
+
+    ``return_fig=True``: return the Figure (not shown). Else, if ``show`` is ``True``, or
+    ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's default), call
+    :func:`matplotlib.pyplot.show` and return ``None``; otherwise return the Axes (or list of
+    Axes). As in scanpy, a given ``ax`` does not change this: pass ``show=False`` to keep
+    drawing into it.
+    """
+    if return_fig:
+        return fig
     if show is None:
-        show = False
+        from scanpy import settings
+
+        show = settings.autoshow
     if show:
         plt.show()
         return None
-    return fig if return_fig else ax
+    return ax

@@ -198,7 +198,9 @@ def fit(
         training cells that only the confidence heads of ``"tcp_calibrated"`` learn from
         (see ``calibration_size`` of :meth:`~mmdyn_sc.MMDynamics.train`).
     ``mdata.obsm[f"{key_added}_proba"]``
-        Fused class probabilities, DataFrame cells x classes.
+        Fused class probabilities, DataFrame cells x classes (columns in the order of
+        ``uns[key_added]["classes"]``, each ``/`` written as ``_`` so that the h5mu file can
+        be written: ``MK/E prog`` becomes ``MK_E prog``).
     ``mdata.obsm[f"{key_added}_confidence"]``
         Confidence given to each modality per cell, DataFrame cells x modalities, NaN where
         the cell lacks the modality: the predicted TCP (``"tcp"``: unbounded;
@@ -215,7 +217,8 @@ def fit(
         Fused latent (cells x sum of hidden sizes), for ``sc.pp.neighbors(use_rep=...)``.
     ``mdata[mod].varm[f"{key_added}_feature_weights"]``
         Mean gate value per feature over the cells predicted as each class, DataFrame
-        features x classes (NaN for features the model does not use; 1 without FI).
+        features x classes (NaN for features the model does not use; 1 without FI;
+        columns named as in ``obsm[f"{key_added}_proba"]``).
     ``mdata[mod].var[f"{key_added}_informativeness"]``
         Mean gate value per feature over all cells that have the modality.
     ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
@@ -233,7 +236,7 @@ def fit(
         modality on validation cells only, ``relative_error`` of the predicted TCP,
         ``mean |t^ - t| / mean t``,
         ``"n/a"`` for options that do not predict TCP, ``spearman`` of confidence with the
-        true TCP, and ``n_cells``), ``key_added``. ``None`` values are stored as
+        true TCP, and ``n_cells``), ``recipe``, ``key_added``. ``None`` values are stored as
         ``"none"``.
 
     Notes

@@ -8,11 +8,13 @@ from mudata import MuData
 from .._keys import DEFAULT_KEY, SPLIT_QUERY
 from .._utils import copy_mudata
 from ..model import MMDynamics
+from ..model._seeding import kept_random_state
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
 from ._store import UNKNOWN, write_results
 
 
+@kept_random_state()  # MuData updates and data loaders draw from the global generators
 def predict(
     mdata: MuData,
     model: MMDynamics,
@@ -41,7 +43,8 @@ def predict(
     key_added
         Prefix of every key written.
     copy
-        Return an annotated copy instead of writing into ``mdata``.
+        Write into a copy of ``mdata`` and return it, as scanpy's ``copy=True`` does
+        (``mdata`` is left as it was).
     batch_size
         Cells per inference batch.
     unknown_threshold

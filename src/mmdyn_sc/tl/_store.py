@@ -10,6 +10,7 @@ from mudata import MuData
 
 from .._keys import SPLIT_CATEGORIES, SPLIT_QUERY, SPLIT_VALIDATION, Key
 from .._metrics import classification_metrics
+from .._names import safe_columns, safe_names
 from .._utils import history_to_arrays, logger
 from ..model import MMDynamics
 from ..model._inference import InferenceResult
@@ -17,11 +18,15 @@ from ._confidence_report import confidence_report
 
 
 def h5_safe(value):
-    """Convert ``value`` into types that survive ``write_h5mu`` (``None`` becomes ``"none"``)."""
+    """Convert ``value`` into types that survive ``write_h5mu`` (``None`` becomes ``"none"``).
+
+    The keys of every dict pass through :func:`mmdyn_sc._names.safe_names` (no ``"/"``).
+    """
     if value is None:
         return "none"
     if isinstance(value, Mapping):
-        return {str(k): h5_safe(v) for k, v in value.items()}
+        keys = safe_names(value.keys())
+        return {k: h5_safe(v) for k, v in zip(keys, value.values(), strict=True)}
     if isinstance(value, list | tuple):
         if all(isinstance(v, str) for v in value):
             return np.asarray(value, dtype=object) if value else np.array([], dtype=object)
@@ -128,8 +133,12 @@ def write_results(
 ) -> None:
     """Write every documented key of a fit or prediction into ``mdata`` and log them.
 
-    With ``unknown_threshold``, cells whose highest class probability is below it are
-    labelled :data:`UNKNOWN` in the prediction column (probabilities and metrics unchanged).
+    Class-named columns (``obsm[f"{key_added}_proba"]``,
+    ``varm[f"{key_added}_feature_weights"]``) get the names of
+    :func:`mmdyn_sc._names.safe_names`, in the order of ``model.classes_`` (kept as they are
+    in ``uns[key_added]["classes"]``). With ``unknown_threshold``, cells whose highest class
+    probability is below it are labelled :data:`UNKNOWN` in the prediction column
+    (probabilities and metrics unchanged).
     """
     writer = ResultWriter(mdata)
     index = mdata.obs_names
@@ -139,7 +148,7 @@ def write_results(
                prediction_column(result.proba, classes, unknown_threshold))
     writer.obs(Key.obs.split(key_added), pd.Categorical(split, categories=SPLIT_CATEGORIES))
     writer.obsm(Key.obsm.proba(key_added), pd.DataFrame(result.proba, index=index,
-                                                        columns=classes))
+                                                        columns=safe_names(classes)))
     writer.obsm(Key.obsm.confidence(key_added), model.confidence_frame(result, index))
     tcp_predicted = model.predicted_tcp_frame(result, index)
     if tcp_predicted is not None:
@@ -157,7 +166,8 @@ def write_results(
                 writer.mod_obsm(mod, Key.obsm.heatmap(key_added), result.heatmaps[m][rows])
             continue
         var_names = mdata.mod[mod].var_names
-        writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
+        writer.varm(mod, Key.varm.feature_weights(key_added),
+                    safe_columns(frames[mod]).reindex(var_names))
         informativeness = model.informativeness(result, m)
         per_feature = pd.Series(
             1.0 if informativeness is None else informativeness, index=model.features_[mod]
