@@ -3,9 +3,15 @@
 import subprocess
 import sys
 
+import anndata
 import mudata as md
 import numpy as np
 import pytest
+from scipy import sparse
+
+
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
 
 
 def test_demo_synthetic(tmp_path):
@@ -165,9 +171,13 @@ def test_subcommand_help(capsys):
                                        "--layers", "--max-epochs", "--recipe", "--progress",
                                        "--force", "--confidence", "--modality-dropout",
                                        "--gate-rank", "--checkpoint-dir", "--checkpoint-every",
-                                       "--resume", "--image-key", "--patch-size"]),
+                                       "--resume", "--image-key", "--patch-size", "--prepare",
+                                       "--h5ad-modality"]),
                              ("predict", ["--model-dir", "--out", "--key-added", "--force",
-                                          "--unknown-threshold"])):
+                                          "--unknown-threshold", "--prepare",
+                                          "--h5ad-modality"]),
+                             ("demo", ["--dataset", "--out", "--max-epochs", "--seed",
+                                       "--progress", "MMDYN_SC_DATA_DIR"])):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
@@ -175,6 +185,90 @@ def test_subcommand_help(capsys):
         assert f"usage: mmdyn-sc {command}" in text
         for option in options:
             assert option in text, (command, option)
+
+
+# ---------------------------------------------------------------------------- input checks
+@pytest.fixture(scope="module")
+def raw_files(tmp_path_factory):
+    """Synthetic raw counts (no prepared layer) as an .h5mu and as an RNA-only .h5ad."""
+    import mmdyn_sc as ms
+    from mmdyn_sc._utils import mudata_options
+
+    folder = tmp_path_factory.mktemp("raw")
+    mdata, _ = ms.datasets.synthetic(n_cells=120, noise_modality=False)
+    rna = mdata["rna"].copy()
+    rna.obs["cell_type"] = mdata.obs["cell_type"].to_numpy()
+    with mudata_options():
+        mdata.write_h5mu(folder / "raw.h5mu")
+    rna.write_h5ad(folder / "rna.h5ad")
+    return {"h5mu": folder / "raw.h5mu", "h5ad": folder / "rna.h5ad"}
+
+
+def test_fit_stops_on_raw_counts_with_the_fix(raw_files, tmp_path, capsys):
+    from mmdyn_sc._cli import main
+
+    out, model_dir = tmp_path / "out.h5mu", tmp_path / "model"
+    assert main(["fit", str(raw_files["h5mu"]), "--labels", "cell_type", "--model-dir",
+                 str(model_dir), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("mmdyn-sc: error: modalities rna, prot: .X holds raw counts"), last
+    assert "--prepare" in last and "--layers rna=X prot=X" in last
+    assert captured.out == "" and not out.exists() and not model_dir.exists()
+
+
+def test_fit_reads_h5ad_and_prepares_when_asked(raw_files, tmp_path, capsys):
+    from mmdyn_sc._cli import main
+
+    out = tmp_path / "out.h5mu"
+    assert main(["fit", str(raw_files["h5ad"]), "--labels", "cell_type", "--prepare",
+                 "--max-epochs", "1", "--model-dir", str(tmp_path / "model"),
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "read as a MuData with one modality 'rna'" in captured.err
+    assert "--prepare: normalised the counts in .X of rna" in captured.err
+    assert "layers used: rna: layers['mmdyn_prepared']" in captured.err
+    annotated = md.read_h5mu(out)
+    assert list(annotated.mod) == ["rna"] and "mmdyn_prepared" in annotated["rna"].layers
+    assert annotated.uns["mmdyn"]["layers"] == {"rna": "mmdyn_prepared"}
+    raw = anndata.read_h5ad(raw_files["h5ad"]).X
+    np.testing.assert_array_equal(_dense(annotated["rna"].X), _dense(raw))  # counts kept
+
+    # predict on raw counts: the model needs the prepared layer; --prepare computes it.
+    predicted = tmp_path / "predicted.h5mu"
+    predict = ["predict", str(raw_files["h5ad"]), "--model-dir", str(tmp_path / "model"),
+               "--out", str(predicted)]
+    assert main(predict) == 2
+    err = capsys.readouterr().err
+    assert "no layer 'mmdyn_prepared'" in err and "rerun with --prepare" in err
+    assert not predicted.exists()
+    assert main([*predict, "--prepare"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "layers used: rna: layers['mmdyn_prepared']" in captured.err
+    assert "mmdyn_prediction" in md.read_h5mu(predicted).obs
+
+
+def test_demo_without_network_names_the_ways_out_and_leaves_nothing(tmp_path, monkeypatch,
+                                                                     capsys):
+    """A failed download (a refused local port: no real network) ends in exit status 2."""
+    from mmdyn_sc._cli import main
+    from mmdyn_sc._settings import settings
+    from mmdyn_sc.datasets import _fetch
+
+    bmmc = "bmmc_cite_neurips2021"
+    registry = {name: (f"http://127.0.0.1:9/{name}", sha)
+                for name, (_, sha) in _fetch.REGISTRY[bmmc].items()}
+    monkeypatch.setitem(_fetch.REGISTRY, bmmc, registry)
+    monkeypatch.setattr(settings, "_data_dir", tmp_path / "cache")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("mmdyn-sc: error: cannot get the BMMC demo data"), last
+    assert "MMDYN_SC_DATA_DIR" in last and "--dataset synthetic" in last
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []  # no output folder, no empty cache folder
 
 
 # ---------------------------------------------------------------------------- reproducibility
@@ -207,37 +301,54 @@ def test_fit_is_bit_identical_across_processes(fitted, donor_files):
                                   mdata.obsm["mmdyn_proba"].to_numpy())
 
 
+#: ``mmdyn-sc fit`` as the entry point runs it, but the process kills itself (SIGKILL, as an
+#: out-of-memory killer or a cluster's scheduler would) at the first batch of epoch index
+#: KILL_EPOCH: always at the same point, after the checkpoint of the epoch before it.
+_SELF_KILLING_FIT = """
+import os, signal, sys
+from lightning.pytorch.callbacks import Callback
+from mmdyn_sc.model._checkpoint import MMDynamicsTrainRunner
+
+class KillAt(Callback):
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.current_epoch == int(os.environ["KILL_EPOCH"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+init = MMDynamicsTrainRunner.__init__
+def killing_init(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self.trainer.callbacks.append(KillAt())
+MMDynamicsTrainRunner.__init__ = killing_init
+
+from mmdyn_sc._cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_fit_resumes_to_the_uninterrupted_result(donor_files, tmp_path):
     """``mmdyn-sc fit --checkpoint-dir`` killed mid-training, then resumed: same predictions."""
     import signal
-    import time
 
     import torch
 
     checkpoints = tmp_path / "checkpoints"
-    command = [sys.executable, "-m", "mmdyn_sc", "fit", str(donor_files["s1d1"]),
-               "--labels", "cell_type", "--modalities", "rna", "prot",
-               "--layers", "rna=mmdyn_prepared", "prot=mmdyn_prepared", "--seed", "2",
-               "--max-epochs", "400", "--checkpoint-dir", str(checkpoints),
-               "--checkpoint-every", "2", "--model-dir", str(tmp_path / "model"),
-               "--out", str(tmp_path / "out.h5mu")]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env=_same_threads_env())
-    deadline = time.monotonic() + 300
-    try:
-        while not (checkpoints / "epoch0005.ckpt").exists():
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-        process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+    arguments = ["fit", str(donor_files["s1d1"]),
+                 "--labels", "cell_type", "--modalities", "rna", "prot",
+                 "--layers", "rna=mmdyn_prepared", "prot=mmdyn_prepared", "--seed", "2",
+                 "--max-epochs", "400", "--checkpoint-dir", str(checkpoints),
+                 "--checkpoint-every", "2", "--model-dir", str(tmp_path / "model"),
+                 "--out", str(tmp_path / "out.h5mu")]
+    done = subprocess.run([sys.executable, "-c", _SELF_KILLING_FIT, *arguments],
+                          capture_output=True, text=True, timeout=600,
+                          env={**_same_threads_env(), "KILL_EPOCH": "6"})
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     assert not (tmp_path / "out.h5mu").exists()
+    # Checkpoints after epochs (0-based) 1, 3, 5; killed in epoch 6, before the next one.
+    assert (checkpoints / "epoch0005.ckpt").is_file()
+    assert not (checkpoints / "epoch0007.ckpt").exists()
     saved_epoch = torch.load(checkpoints / "last.ckpt", map_location="cpu",
                              weights_only=False)["epoch"]
-    assert saved_epoch >= 3  # last.ckpt is written just after epoch0005.ckpt
+    assert saved_epoch == 5
 
     options = {"max_epochs": 400, "seed": 2, "checkpoint_dir": str(checkpoints)}
     resumed, resumed_model = _fit_in_process(donor_files["s1d1"], resume=True,

@@ -28,6 +28,10 @@ def _require(folder: str) -> Path:
     return path
 
 
+#: pooch's own retrieve, before the autouse fixture below replaces it.
+_POOCH_RETRIEVE = pooch.retrieve
+
+
 def _no_network(*args, **kwargs):
     raise AssertionError(f"tests must not download: pooch.retrieve{args}{kwargs}")
 
@@ -264,6 +268,33 @@ def test_local_or_download_without_url(tmp_path, monkeypatch):
     assert _fetch._local_or_download("somewhere", "file.h5ad", None, None) == (
         tmp_path / "somewhere" / "file.h5ad"
     )
+
+
+def test_failed_download_leaves_nothing(tmp_path, monkeypatch):
+    """No network (a refused local port, no real network): a clear error, no folder left."""
+    monkeypatch.setattr(pooch, "retrieve", _POOCH_RETRIEVE)
+    monkeypatch.setattr(settings, "_data_dir", tmp_path / "cache" / "mmdyn_sc")
+    url = "http://127.0.0.1:9/file.h5ad"
+    with pytest.raises(datasets.DownloadError) as info:
+        _fetch._local_or_download("somewhere", "file.h5ad", url, "0" * 64)
+    message = str(info.value)
+    assert url in message and "MMDYN_SC_DATA_DIR" in message
+    assert isinstance(info.value, OSError)  # a connection failure, as callers expect
+    assert list(tmp_path.iterdir()) == []  # neither the data folder nor the cache above it
+
+
+def test_failed_download_removes_partial_file_keeps_existing_folders(tmp_path, monkeypatch):
+    def partial_then_fail(url, known_hash=None, fname=None, path=None, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / fname).write_bytes(b"half a file")
+        raise ValueError("SHA256 hash of downloaded file does not match the known hash")
+
+    (tmp_path / "other_dataset").mkdir()  # the data directory existed before: it stays
+    monkeypatch.setattr(settings, "_data_dir", tmp_path)
+    monkeypatch.setattr(pooch, "retrieve", partial_then_fail)
+    with pytest.raises(datasets.DownloadError, match="does not match"):
+        _fetch._local_or_download("somewhere", "file.h5ad", "https://example.org/f", "0" * 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other_dataset"]
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -1,15 +1,45 @@
-"""mmdyn_sc: multimodal cell classification that explains itself (MM dynamics on MuData)."""
+"""mmdyn_sc: multimodal cell classification that explains itself (MM dynamics on MuData).
 
+``import mmdyn_sc`` is fast: the subpackages and :class:`MMDynamics` (scvi-tools, Lightning,
+matplotlib) are imported on first use (PEP 562), e.g. by ``mmdyn_sc.tl.fit``.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("mmdyn-sc")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
-from . import datasets, pl, pp, tl
 from ._keys import Key
 from ._settings import settings
-from .model import MMDynamics
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+    from . import datasets, pl, pp, tl
+    from .model import MMDynamics
+
+#: Public name -> module that defines it, imported on first access.
+_LAZY = {
+    "datasets": ".datasets",
+    "pl": ".pl",
+    "pp": ".pp",
+    "tl": ".tl",
+    "MMDynamics": ".model",
+}
 
 __all__ = ["Key", "MMDynamics", "datasets", "pl", "pp", "settings", "tl"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = import_module(_LAZY[name], __name__)
+    value = module if module.__name__.endswith(f".{name}") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]

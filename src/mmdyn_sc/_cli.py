@@ -5,8 +5,15 @@
     mmdyn-sc fit train.h5mu --labels cell_type --model-dir model/ --out train_annotated.h5mu
     mmdyn-sc predict query.h5mu --model-dir model/ --out query_annotated.h5mu
 
-Progress and summaries go to stderr; bad input exits with status 2 and
-``mmdyn-sc: error: <message>`` on stderr.
+Everything the command prints (progress, the layer each modality uses, summaries, errors)
+goes to stderr; stdout stays empty, so nothing has to be filtered out of a pipe (only
+``--help`` writes to stdout, as argparse does). The results are the files written. Bad input
+exits with status 2 and ``mmdyn-sc: error: <message>`` on stderr.
+
+Input: an ``.h5mu``, or an ``.h5ad`` (read as a MuData with one modality, ``rna`` unless
+``--h5ad-modality`` names it). Raw counts are not normalised behind the user's back: like
+scanpy, ``fit`` stops when an RNA or protein modality would be trained on counts and names the
+fix (``--prepare``, which runs :func:`mmdyn_sc.pp.prepare`, or ``--layers MOD=X``).
 """
 
 from __future__ import annotations
@@ -17,10 +24,16 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._settings import DATA_DIR_ENV
+
 #: The file :meth:`MMDynamics.save` writes into its folder.
 MODEL_FILE = "model.pt"
 
-_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning")
+#: Modality names :func:`mmdyn_sc.pp.prepare` knows how to normalise (RNA or protein counts).
+_PREPARABLE = {"rna", "gex", "mrna", "prot", "protein", "adt"}
+
+#: Modality name given to the AnnData of an ``.h5ad`` input by default.
+H5AD_MODALITY = "rna"
 
 
 class CLIError(Exception):
@@ -44,7 +57,14 @@ def _demo_data(name: str, seed: int):
     from ._utils import copy_mudata
 
     if name == "bmmc":
-        mdata = datasets.bmmc_cite()
+        try:
+            mdata = datasets.bmmc_cite()
+        except datasets.DownloadError as err:
+            raise CLIError(
+                f"cannot get the BMMC demo data. {err} Ways out: set {DATA_DIR_ENV} to a "
+                "folder holding bmmc_cite_neurips2021/ (a local copy), or run `mmdyn-sc demo "
+                "--dataset synthetic`, which needs no data."
+            ) from err
         pp.prepare(mdata)
         counts = mdata.obs["cell_type"].value_counts()
         keep = mdata.obs["cell_type"].isin(counts.index[counts >= 10])
@@ -58,8 +78,11 @@ def _demo_data(name: str, seed: int):
     return copy_mudata(mdata[~is_query]), copy_mudata(mdata[is_query]), "cell_type"
 
 
-def demo(dataset: str, out: Path, max_epochs: int, seed: int) -> int:
-    """Fit on one part of the example data, label the other, write an .h5mu and plots."""
+def demo(dataset: str, out: Path, max_epochs: int, seed: int, progress: bool = False) -> int:
+    """Fit on one part of the example data, label the other, write an .h5mu and plots.
+
+    ``out`` is created only once there is something to write into it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,12 +90,15 @@ def demo(dataset: str, out: Path, max_epochs: int, seed: int) -> int:
     from . import pl, tl
     from ._keys import Key
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a folder")
     train, query, labels_key = _demo_data(dataset, seed)
     _info(f"fitting on {train.n_obs} cells ({dataset})")
-    model = tl.fit(train, labels_key, max_epochs=max_epochs, seed=seed)
+    model = tl.fit(train, labels_key, max_epochs=max_epochs, seed=seed,
+                   enable_progress_bar=progress)
     tl.predict(query, model)
     accuracy = query.uns[Key.uns.params()]["metrics"]["query"]["accuracy"]
+    out.mkdir(parents=True, exist_ok=True)
     _write(query, out / "query_annotated.h5mu")
     _write(train, out / "train_annotated.h5mu")
     first = model.modalities_[0]
@@ -80,8 +106,8 @@ def demo(dataset: str, out: Path, max_epochs: int, seed: int) -> int:
     fig.savefig(out / f"feature_weights_{first}.png", dpi=120, bbox_inches="tight")
     fig = pl.training_history(train, return_fig=True)
     fig.savefig(out / "training_history.png", dpi=120, bbox_inches="tight")
-    print(f"query accuracy {accuracy:.3f} on {query.n_obs} cells", file=sys.stderr)
-    print(f"wrote {out}/query_annotated.h5mu, train_annotated.h5mu, "
+    _info(f"query accuracy {accuracy:.3f} on {query.n_obs} cells")
+    _info(f"wrote {out}/query_annotated.h5mu, train_annotated.h5mu, "
           f"feature_weights_{first}.png, training_history.png")
     return 0
 
@@ -114,7 +140,19 @@ def _check_model_dir(model_dir: Path) -> None:
                        "with `mmdyn-sc fit ... --model-dir DIR`)")
 
 
-def _read(path: Path):
+def _is_h5ad(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file holding one AnnData (no ``mod`` group) and not a MuData."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "mod" not in f and ("X" in f or "obs" in f)
+    except OSError:
+        return False  # not HDF5 at all: read_h5mu says so below
+
+
+def _read(path: Path, h5ad_modality: str = H5AD_MODALITY):
+    """The MuData in ``path``; an ``.h5ad`` becomes a MuData with one modality ``h5ad_modality``."""
     import mudata
 
     from ._utils import mudata_options
@@ -123,10 +161,18 @@ def _read(path: Path):
     with mudata_options(), warnings.catch_warnings():
         # Modalities sharing feature names (e.g. CD4 gene and CD4 protein) are normal here.
         warnings.filterwarnings("ignore", message="var_names are not unique")
+        if _is_h5ad(path):
+            import anndata
+
+            adata = anndata.read_h5ad(path)
+            _info(f"{path.name} holds one AnnData (.h5ad), not a MuData: read as a MuData with "
+                  f"one modality {h5ad_modality!r} (name it with --h5ad-modality)")
+            return mudata.MuData({h5ad_modality: adata})
         try:
             return mudata.read_h5mu(path)
-        except OSError as err:
-            raise CLIError(f"cannot read {path} as .h5mu: {err}") from err
+        except (OSError, TypeError, KeyError) as err:
+            raise CLIError(f"cannot read {path} as .h5mu (MuData) or .h5ad (AnnData): "
+                           f"{_error_message(err)}") from err
 
 
 def _write(mdata, path: Path) -> None:
@@ -138,18 +184,87 @@ def _write(mdata, path: Path) -> None:
     _info(f"wrote {path}")
 
 
-def _quiet(progress: bool) -> dict:
-    """Keep stdout clean and stderr short; return the Lightning options for ``tl.fit``.
+def _used_layers(mdata, modalities: list[str], given: dict, image_key: str) -> dict:
+    """The matrix each modality trains on, as ``tl.fit`` resolves it: ``MOD -> layer``.
 
-    scvi-tools logs (e.g. "File ... already downloaded" when loading a model) are dropped;
-    Lightning's device banners, progress bar and deprecation notices only with ``--progress``.
+    ``None`` is ``.X``; an image modality maps to ``.obsm[image_key]``. Modalities missing
+    from ``mdata`` are left to ``tl.fit``'s own error.
     """
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    if not progress:
-        for name in _LIGHTNING_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", message=".*treespec.*", module="lightning")
-    return {"enable_progress_bar": progress}
+    from ._keys import PREPARED_LAYER
+    from ._utils import layer_names
+
+    used = {}
+    for mod in modalities:
+        if mod not in mdata.mod:
+            continue
+        adata = mdata.mod[mod]
+        if image_key in adata.obsm and mod not in given:
+            used[mod] = f".obsm[{image_key!r}]"
+        elif mod in given:
+            used[mod] = given[mod]
+        else:
+            used[mod] = PREPARED_LAYER if PREPARED_LAYER in layer_names(adata) else None
+    return used
+
+
+def _layer_text(used: dict) -> str:
+    """``rna: layers['mmdyn_prepared'], img: .obsm['image']`` (``None`` is ``.X``)."""
+    parts = []
+    for mod, layer in used.items():
+        if layer is None:
+            where = ".X"
+        elif layer.startswith(".obsm"):  # an image modality
+            where = layer
+        else:
+            where = f"layers[{layer!r}]"
+        parts.append(f"{mod}: {where}")
+    return ", ".join(parts)
+
+
+def _raw_count_modalities(mdata, used: dict, given: dict) -> list[str]:
+    """RNA/protein modalities that would train on raw counts in ``.X`` by default."""
+    from ._utils import looks_like_counts
+
+    return [mod for mod, layer in used.items()
+            if layer is None and mod not in given and mod.lower() in _PREPARABLE
+            and looks_like_counts(mdata.mod[mod].X)]
+
+
+def _prepare_counts(mdata, mods: list[str]) -> None:
+    from . import pp
+    from ._keys import PREPARED_LAYER
+
+    pp.prepare(mdata, modalities=mods)
+    _info(f"--prepare: normalised the counts in .X of {', '.join(mods)} with "
+          f"mmdyn_sc.pp.prepare (RNA: total counts 1e4 and log1p; protein: CLR) into "
+          f"layers[{PREPARED_LAYER!r}]")
+
+
+def _check_counts(mdata, modalities: list[str], given: dict, image_key: str,
+                  prepare: bool) -> dict:
+    """Stop (or, with ``--prepare``, normalise) where raw counts would be trained on.
+
+    Returns the layer each modality uses, after preparation.
+    """
+    from ._keys import PREPARED_LAYER
+
+    used = _used_layers(mdata, modalities, given, image_key)
+    counts = _raw_count_modalities(mdata, used, given)
+    if counts and not prepare:
+        names = ("modality " if len(counts) == 1 else "modalities ") + ", ".join(counts)
+        raise CLIError(
+            f"{names}: .X holds raw counts (non-negative integers) and there is no "
+            f"layers[{PREPARED_LAYER!r}], so the model would train on counts, which costs "
+            "accuracy. Rerun with --prepare to normalise them first with mmdyn_sc.pp.prepare "
+            "(written into the output), or with --layers "
+            + " ".join(f"{m}=X" for m in counts) + " to train on the counts as they are."
+        )
+    if counts:
+        _prepare_counts(mdata, counts)
+        used = _used_layers(mdata, modalities, given, image_key)
+    elif prepare:
+        _info("--prepare: no modality trains on raw counts in .X; nothing to prepare")
+    return used
 
 
 def _accuracy_text(metrics: dict, role: str) -> str:
@@ -169,7 +284,10 @@ def fit_command(args: argparse.Namespace) -> int:
     if args.resume and args.checkpoint_dir is None:
         raise CLIError("--resume needs --checkpoint-dir")
     layers = dict(args.layers) if args.layers else None
-    mdata = _read(args.input)
+    mdata = _read(args.input, args.h5ad_modality)
+    modalities = args.modalities or list(mdata.mod)
+    used = _check_counts(mdata, modalities, layers or {}, args.image_key, args.prepare)
+    _info(f"layers used: {_layer_text(used)}")
 
     from . import tl
     from ._keys import Key
@@ -189,7 +307,7 @@ def fit_command(args: argparse.Namespace) -> int:
     _info(f"fitting on {mdata.n_obs} cells (labels {args.labels!r}, recipe {args.recipe})")
     model = tl.fit(mdata, args.labels, modalities=args.modalities, layers=layers,
                    key_added=args.key_added, recipe=args.recipe, seed=args.seed,
-                   image_key=args.image_key, **options, **_quiet(args.progress))
+                   image_key=args.image_key, enable_progress_bar=args.progress, **options)
     model.save(str(args.model_dir), overwrite=True)
     _info(f"saved model to {args.model_dir}")
     _write(mdata, args.out)
@@ -207,14 +325,34 @@ def predict_command(args: argparse.Namespace) -> int:
     """``mmdyn-sc predict``: load a saved model onto an .h5mu, label it, write it."""
     _check_paths(args.input, args.out, args.force)
     _check_model_dir(args.model_dir)
-    _quiet(progress=False)
-    mdata = _read(args.input)
+    mdata = _read(args.input, args.h5ad_modality)
 
     from . import tl
-    from ._keys import Key
+    from ._keys import PREPARED_LAYER, Key
+    from ._utils import looks_like_counts
     from .model import MMDynamics
 
-    model = MMDynamics.load(str(args.model_dir), mdata)
+    if args.prepare:
+        counts = [m for m in mdata.mod if m.lower() in _PREPARABLE
+                  and PREPARED_LAYER not in mdata.mod[m].layers
+                  and looks_like_counts(mdata.mod[m].X)]
+        if counts:
+            _prepare_counts(mdata, counts)
+        else:
+            _info("--prepare: no RNA/protein modality with raw counts in .X and no "
+                  f"layers[{PREPARED_LAYER!r}]; nothing to prepare")
+    try:
+        model = MMDynamics.load(str(args.model_dir), mdata)
+    except (KeyError, ValueError) as err:
+        message = _error_message(err)
+        if f"layer {PREPARED_LAYER!r}" in message and not args.prepare:
+            message += (f"\nThe model was trained on layers[{PREPARED_LAYER!r}]: rerun with "
+                        "--prepare to compute it from the counts in .X (mmdyn_sc.pp.prepare).")
+        raise CLIError(message) from err
+    setup_layers = model.adata_manager.registry["setup_args"].get("layers") or {}
+    _info("layers used: " + _layer_text({
+        m: (".obsm (images)" if m in model.images_ else setup_layers.get(m))
+        for m in model.modalities_}))
     _info(f"predicting {mdata.n_obs} cells with the model in {args.model_dir}")
     tl.predict(mdata, model, key_added=args.key_added,
                unknown_threshold=args.unknown_threshold)
@@ -232,7 +370,25 @@ def predict_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 def _add_input_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("input", type=Path, metavar="IN.h5mu",
-                        help=f"input MuData (.h5mu) to {what}")
+                        help=f"input MuData (.h5mu) to {what}; an AnnData (.h5ad) is read as "
+                        "a MuData with one modality (see --h5ad-modality)")
+    parser.add_argument("--h5ad-modality", default=H5AD_MODALITY, metavar="MOD",
+                        help="name of the one modality of an .h5ad input (default: "
+                        "%(default)s; prot/protein/adt for protein counts)")
+
+
+def _add_prepare_argument(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "fit":
+        what = ("Without it, fit stops when an RNA or protein modality (named rna, gex, mrna, "
+                "prot, protein or adt) has raw counts in .X and no layers['mmdyn_prepared'], "
+                "rather than train on counts.")
+    else:
+        what = "Needed when the model was trained on prepared layers the input lacks."
+    parser.add_argument("--prepare", action="store_true",
+                        help="normalise RNA/protein raw counts in .X with mmdyn_sc.pp.prepare "
+                        "(RNA: total counts 1e4 and log1p; protein: CLR) into "
+                        "layers['mmdyn_prepared'] before " + command + ", saying so on stderr "
+                        "(the layer is written to --out). " + what)
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -260,10 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
         "and plots into --out.",
     )
     p_demo.add_argument("--dataset", choices=["bmmc", "synthetic"], default="bmmc",
-                        help="bmmc reads MMDYN_SC_DATA_DIR or downloads; synthetic needs nothing")
-    p_demo.add_argument("--out", type=Path, default=Path("mmdyn_demo"), help="output folder")
+                        help=f"bmmc reads {DATA_DIR_ENV} or downloads (about 40 MB; without "
+                        "network it stops and names the ways out); synthetic needs nothing "
+                        "(default: %(default)s)")
+    p_demo.add_argument("--out", type=Path, default=Path("mmdyn_demo"),
+                        help="output folder, created once there is something to write "
+                        "(default: %(default)s)")
     p_demo.add_argument("--max-epochs", type=int, default=200, help="training epochs (cap)")
     p_demo.add_argument("--seed", type=int, default=0, help="random seed")
+    p_demo.add_argument("--progress", action="store_true",
+                        help="show a training progress bar (on stderr)")
 
     p_fit = sub.add_parser(
         "fit",
@@ -271,9 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MM dynamics on the labelled cells of IN.h5mu (cells with a missing "
         "label are predicted, not trained on), save the model into --model-dir and write "
         "IN.h5mu with predictions, class probabilities, modality confidences and feature "
-        "weights to --out. Progress and a summary go to stderr.",
+        "weights to --out. The layer each modality trains on, progress and a summary go to "
+        "stderr; stdout stays empty. Raw counts are never trained on silently: an RNA or "
+        "protein modality with counts in .X and no prepared layer stops the fit with the fix "
+        "(--prepare, or --layers MOD=X to train on counts).",
     )
     _add_input_argument(p_fit, "train on")
+    _add_prepare_argument(p_fit, "fit")
     p_fit.add_argument("--labels", required=True, metavar="COLUMN",
                        help="label column: in .obs, as MOD:COLUMN, or a column of the one "
                        "modality whose .obs has it")
@@ -322,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted fit from DIR/last.ckpt if it exists "
                        "(same input and options; the result equals an uninterrupted fit)")
     p_fit.add_argument("--progress", action="store_true",
-                       help="show the Lightning progress bar and device messages")
+                       help="show a training progress bar (on stderr)")
     p_fit.set_defaults(handler=fit_command)
 
     p_predict = sub.add_parser(
@@ -335,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         "labelled cells is reported on stderr.",
     )
     _add_input_argument(p_predict, "label")
+    _add_prepare_argument(p_predict, "predict")
     p_predict.add_argument("--model-dir", type=Path, required=True, metavar="DIR",
                            help=f"folder with a model saved by `mmdyn-sc fit` ({MODEL_FILE})")
     _add_output_arguments(p_predict)
@@ -351,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
         if args.command == "demo":
-            return demo(args.dataset, args.out, args.max_epochs, args.seed)
+            return demo(args.dataset, args.out, args.max_epochs, args.seed, args.progress)
         return args.handler(args)
     except (CLIError, KeyError, ValueError, TypeError, OSError) as err:
         print(f"mmdyn-sc: error: {_error_message(err)}", file=sys.stderr)

@@ -49,3 +49,47 @@ def history_to_arrays(history) -> dict:
             frame = frame[name] if name in frame.columns else frame.iloc[:, 0]
         out[name] = np.asarray(frame, dtype=float).ravel()
     return out
+
+
+def looks_like_counts(matrix, n_values: int = 10_000) -> bool:
+    """Whether ``matrix`` (dense or sparse) looks like raw counts: non-negative integers.
+
+    A seeded sample of up to ``n_values`` stored values is checked (a local generator: the
+    global random state is not touched); all zeros, NaN or infinity are not counts.
+    """
+    import numpy as np
+    from scipy import sparse
+
+    if sparse.issparse(matrix):
+        values = np.asarray(matrix.data).ravel()
+    else:
+        values = np.asarray(matrix).reshape(-1)
+    if values.size == 0 or values.dtype.kind not in "biuf":
+        return False
+    if values.size > n_values:
+        values = values[np.random.default_rng(0).choice(values.size, n_values, replace=False)]
+    values = values.astype(np.float64)
+    return bool(np.isfinite(values).all() and (values >= 0).all() and values.max() > 0
+                and (values == np.round(values)).all())
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the user's line: the first caller outside ``mmdyn_sc``.
+
+    A fixed ``stacklevel`` points at the right line only for one call path (``tl.fit`` ->
+    ``MMDynamics.train`` -> helper differs from ``MMDynamics.train`` -> helper); this one
+    skips the package's own frames instead, and those of :mod:`contextlib` (a context
+    manager used as a decorator adds one).
+    """
+    import contextlib
+    import os
+    import sys
+    import warnings
+
+    skipped = (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+               os.path.abspath(contextlib.__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skipped):
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, category, stacklevel=level)

@@ -80,6 +80,8 @@ def _local_or_download(folder: str, filename: str, url: str | None, sha256: str 
     ------
     FileNotFoundError
         If there is no local copy and ``url`` is ``None``.
+    DownloadError
+        If the download fails; no file or created folder is left behind.
     """
     target_dir = Path(settings.data_dir) / folder
     local = target_dir / filename
@@ -93,10 +95,45 @@ def _local_or_download(folder: str, filename: str, url: str | None, sha256: str 
             f"`mmdyn_sc.settings.data_dir` or the environment variable {DATA_DIR_ENV} "
             f"(current data directory: {settings.data_dir})."
         )
+    return _download(url, sha256, local)
+
+
+class DownloadError(ConnectionError):
+    """A dataset could not be downloaded (no network, server error, or a wrong checksum).
+
+    Nothing is left behind: no partial file, and no folder the failed download created.
+    """
+
+
+def _download(url: str, sha256: str | None, local: Path) -> Path:
+    """Download ``url`` to ``local`` (verified), or raise :class:`DownloadError` leaving no trace.
+
+    pooch writes into a temporary file it removes on failure; the folders it created for
+    the file (the data directory included) are removed here when they are still empty.
+    """
     import pooch
 
+    created = [p for p in (local.parent, *local.parent.parents) if not p.exists()]
     known_hash = f"sha256:{sha256}" if sha256 else None
-    return Path(pooch.retrieve(url, known_hash=known_hash, fname=filename, path=target_dir))
+    # Fail within a minute without network instead of hanging on a dead connection.
+    downloader = pooch.HTTPDownloader(timeout=(20, 120), progressbar=False)
+    try:
+        return Path(pooch.retrieve(url, known_hash=known_hash, fname=local.name,
+                                   path=local.parent, downloader=downloader))
+    except Exception as err:
+        if local.is_file():  # never keep a file that did not verify
+            local.unlink()
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another file arrived) or already gone
+                break
+        raise DownloadError(
+            f"Could not download {local.name} from {url}: {type(err).__name__}: {err}. "
+            f"Without network, place a local copy at {local} (the data directory is "
+            f"`mmdyn_sc.settings.data_dir` or the environment variable {DATA_DIR_ENV}; now "
+            f"{settings.data_dir})."
+        ) from err
 
 
 def _fetch(folder: str, filename: str) -> Path:

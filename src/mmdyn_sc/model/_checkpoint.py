@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from scvi.train import TrainRunner
 
+from ._quiet import progress_bar_options, quiet_training
+
 #: File name (in the checkpoint directory) of the checkpoint a fit resumes from.
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -153,13 +155,22 @@ def last_checkpoint(directory: str | Path) -> Path | None:
 
 
 class MMDynamicsTrainRunner(TrainRunner):
-    """scvi-tools' TrainRunner, with callbacks added after the Trainer is built.
+    """scvi-tools' TrainRunner, quiet, with callbacks added after the Trainer is built.
 
     scvi-tools' Trainer replaces ``enable_checkpointing=True`` by its own model-saving
     callback (writing into ``scvi_log`` in the working directory); Lightning's
     ModelCheckpoint is therefore added here, to the Trainer it built.
+
+    Building the Trainer and training run inside :func:`~mmdyn_sc.model._quiet.quiet_training`
+    (no device banners or litlogger tip; the loggers' levels are restored afterwards), and the
+    progress bar is :class:`~mmdyn_sc.model._quiet.StderrProgressBar`, on stderr.
     """
 
     def __init__(self, *args, extra_callbacks: list[Callback] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        with quiet_training():
+            super().__init__(*args, **progress_bar_options(kwargs))
         self.trainer.callbacks.extend(extra_callbacks or [])
+
+    def __call__(self):
+        with quiet_training():
+            return super().__call__()

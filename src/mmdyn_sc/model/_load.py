@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from mudata import MuData
 
-from .._utils import logger
+from .._utils import logger, warn
 from ._load_check import compare_with_saved_setup, mismatch_error, state_dict_error
 from ._saved_files import read_saved_model
 
@@ -68,5 +68,5 @@ def load_model(cls, dir_path: str | Path, mdata: MuData, accelerator: str = "aut
     model.to_device(torch_device(accelerator, device))
     model.module.eval()
     if version != __version__:
-        logger.warning("model saved with mmdyn_sc %s, loaded with %s", version, __version__)
+        warn(f"model saved with mmdyn_sc {version}, loaded with {__version__}")
     return model

@@ -17,7 +17,7 @@ from scvi.model.base import BaseModelClass
 
 from .._data import LABELS_COLUMN, align_mudata
 from .._data._images import IMAGE_KEY
-from .._utils import logger
+from .._utils import warn
 from ..module import MMDynamicsModule
 from . import _results
 from ._checkpoint import MMDynamicsTrainRunner
@@ -293,8 +293,8 @@ class MMDynamics(BaseModelClass):
         )
         if resolved["absent"]:
             used = [m for m in self.modalities_ if m not in resolved["absent"]]
-            logger.warning("modalities %s absent from the data: predicting from %s only",
-                           resolved["absent"], used)
+            warn(f"modalities {resolved['absent']} absent from the data: predicting from "
+                 f"{used} only")
         aligned = align_mudata(
             mdata, self.modalities_, resolved["layers"], self.features_, resolved["label_codes"],
             absent=resolved["absent"], images=self.images_,
@@ -536,7 +536,8 @@ class MMDynamics(BaseModelClass):
 
         Returns
         -------
-        The trained model, in evaluation mode.
+        MMDynamics
+            The trained model, in evaluation mode.
         """
         if mdata is not None and adata is not None:
             raise ValueError("Give the data once: mdata=... or adata=..., not both.")

@@ -4,6 +4,9 @@
 :func:`mmdyn_sc.tl.fit` use when an option is not given: one set of defaults everywhere.
 ``RECIPES["paper"]`` is the study's training, switched on as a whole by
 ``tl.fit(..., recipe="paper")``. Both are read-only.
+
+A new training option goes into ``"default"`` only, with ``"paper"`` keeping the study's
+value; what is computed after training (explanations, certainty) is computed under both.
 """
 
 from __future__ import annotations

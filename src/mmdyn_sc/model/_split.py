@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._utils import warn
+
 
 def _class_name(code: int, classes: Sequence[str] | None) -> str:
     if classes is not None and 0 <= code < len(classes):
@@ -55,12 +57,10 @@ def stratified_split(
         names = [_class_name(code, classes) for code in single]
         subject = (f"Class {names[0]} has" if len(names) == 1
                    else f"Classes {', '.join(names)} have")
-        warnings.warn(
+        warn(
             f"{subject} a single labelled cell: it is used for training only and excluded from "
             "the validation split (stratification needs at least two cells per class). Label "
-            "more cells of that class for it to be validated.",
-            UserWarning,
-            stacklevel=2,
+            "more cells of that class for it to be validated."
         )
     train_idx = np.sort(np.concatenate(train)) if train else np.array([], dtype=int)
     val_idx = np.sort(np.concatenate(validation)) if validation else np.array([], dtype=int)

@@ -1,11 +1,28 @@
-"""Plots that read only what :mod:`mmdyn_sc.tl` stored."""
+"""Plots that read only what :mod:`mmdyn_sc.tl` stored.
 
-from ._confusion import confusion
-from ._feature_weights import feature_weights
-from ._heatmaps import heatmaps
-from ._modality_confidence import modality_confidence
-from ._tcp_calibration import tcp_calibration
-from ._training_history import training_history
+matplotlib is imported on first use of a plot (PEP 562 ``__getattr__``).
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+    from ._confusion import confusion
+    from ._feature_weights import feature_weights
+    from ._heatmaps import heatmaps
+    from ._modality_confidence import modality_confidence
+    from ._tcp_calibration import tcp_calibration
+    from ._training_history import training_history
+
+#: Public name -> module that defines it, imported on first access.
+_LAZY = {
+    "confusion": "._confusion",
+    "feature_weights": "._feature_weights",
+    "heatmaps": "._heatmaps",
+    "modality_confidence": "._modality_confidence",
+    "tcp_calibration": "._tcp_calibration",
+    "training_history": "._training_history",
+}
 
 __all__ = [
     "confusion",
@@ -15,3 +32,15 @@ __all__ = [
     "tcp_calibration",
     "training_history",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -68,11 +68,8 @@ def training_history(
         scores = DEFAULT_SCORES
     score_names = [m for m in (scores or ()) if m in history]
     if scores and not score_names:
-        warnings.warn(
-            f"None of {list(scores)} in the history (no validation cells?); drawing losses only.",
-            UserWarning,
-            stacklevel=2,
-        )
+        warn(f"None of {list(scores)} in the history (no validation cells?); drawing losses "
+             "only.")
     if score_names:
         fig, axes = new_panels(2, ax, panel_size=(4.5, 3.8))
     else:

@@ -1,6 +1,38 @@
-"""Preprocessing: per-cell normalisation into layers; image modality helpers."""
+"""Preprocessing: per-cell normalisation into layers; image modality helpers.
 
-from ._images import crops_from_image, images_from_files, pair_images_by_label
-from ._prepare import prepare
+The functions are imported on first use (PEP 562 ``__getattr__``).
+"""
 
-__all__ = ["crops_from_image", "images_from_files", "pair_images_by_label", "prepare"]
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+    from ._images import crops_from_image, images_from_files, pair_images_by_label
+    from ._prepare import prepare
+
+#: Public name -> module that defines it, imported on first access.
+_LAZY = {
+    "crops_from_image": "._images",
+    "images_from_files": "._images",
+    "pair_images_by_label": "._images",
+    "prepare": "._prepare",
+}
+
+__all__ = [
+    "crops_from_image",
+    "images_from_files",
+    "pair_images_by_label",
+    "prepare",
+]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

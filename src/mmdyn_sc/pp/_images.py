@@ -7,7 +7,6 @@ matrix. Images are never densified at float64: the model converts them per minib
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from mudata import MuData
 
 from .._data._images import IMAGE_KEY, check_image_modality
 from .._data._validation import examples, suggest
-from .._utils import copy_mudata, logger, mudata_options
+from .._utils import copy_mudata, logger, mudata_options, warn
 
 DTYPES = ("uint8", "float32")
 BACKGROUNDS = ("border", "zero")
@@ -441,12 +440,8 @@ def _check_mapping(mapping: Mapping, cell_labels: pd.Series, image_labels: pd.Se
             f"{examples(types)}." + suggest(absent[0], types)
         )
     for cell_type in absent:
-        warnings.warn(
-            f"mapping names cell type {cell_type!r}, which no cell has."
-            + suggest(cell_type, types),
-            UserWarning,
-            stacklevel=3,
-        )
+        warn(f"mapping names cell type {cell_type!r}, which no cell has."
+             + suggest(cell_type, types))
     return mapping
 
 
@@ -564,7 +559,8 @@ def pair_images_by_label(
       ``.obsm[obsm_key]`` their images (same dtype as ``images``, no float copy), an empty
       ``.X`` and ``.obs`` columns ``"image_index"`` (row of ``images``), ``"image_name"``,
       ``"image_label"`` and ``"image_path"`` (when ``images.obs`` has it);
-    - ``.uns["image_pairing"]``: ``seed``, ``mapping``, ``modality``, ``labels_key``,
+    - ``.uns["image_pairing"]``: ``seed``, ``mapping`` (``cell_types`` and
+      ``image_classes``, two arrays in the order of ``mapping``), ``modality``, ``labels_key``,
       ``image_labels_key``, ``obsm_key``, ``grouped`` and, per paired cell (in the image
       modality's order), ``cells``, ``source_index``, ``source_name`` and ``source_path``
       (when known), and ``n_reused``, the draws of an image already drawn.
@@ -611,7 +607,12 @@ def pair_images_by_label(
         new.mod[modality] = image_mod
         new.update()
     record = {
-        "seed": int(seed), "mapping": mapping, "modality": modality, "labels_key": labels_key,
+        "seed": int(seed),
+        # two arrays, not a dict keyed by cell type: keys such as "MK/E prog" cannot be
+        # written to h5mu, and the names stay as the user gave them
+        "mapping": {"cell_types": np.asarray(list(mapping), dtype=str),
+                    "image_classes": np.asarray(list(mapping.values()), dtype=str)},
+        "modality": modality, "labels_key": labels_key,
         "image_labels_key": image_labels_key, "obsm_key": obsm_key, "grouped": grouped,
         "cells": np.asarray(names, dtype=str), "source_index": source,
         "source_name": image_mod.obs["image_name"].to_numpy(dtype=str),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import anndata as ad
@@ -57,7 +58,9 @@ def _normalise(matrix, kind: str, target_sum: float | None):
 
         if sparse.issparse(tmp.X):
             tmp.X = tmp.X.toarray()  # protein panels are small; CLR is dense anyway
-        mu.prot.pp.clr(tmp, axis=1)
+        with warnings.catch_warnings():  # muon compares scanpy.__version__ (deprecated)
+            warnings.filterwarnings("ignore", message=".*__version__.*", category=FutureWarning)
+            mu.prot.pp.clr(tmp, axis=1)
     return tmp.X
 
 
