@@ -58,24 +58,25 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bmmc  # noqa: E402  (data loading, donors, thread limits, C grid)
+from _data import LABEL, MIN_CELLS, MODS, N_HVG, features, load, splits
+from _harness import (
+    add_c_range_argument,
+    add_seeds_argument,
+    c_grid,
+    fit_lr,
+    fmt,
+    quiet_process,
+    score,
+)
+from _mmfit import PENDING, fit_mm
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-MODS = ("rna", "prot")
 CONFIDENCES = ("tcp", "tcp_calibrated", "energy", "pdf")
 MDROP = 0.3
-MIN_CELLS = 10
-N_HVG = 1000
-HVG_COLUMN = "ablations_hvg"
-LABEL = "label"
 CONDITIONS = ("full", "-rna", "-prot")
-PENDING = "pending"
 
 
 # ---------------------------------------------------------------------------- methods
@@ -115,118 +116,12 @@ MI_CANDIDATES = [m for m in SPECS if m.startswith("MI only")]
 MI_CANDIDATES_NO_MDROP = [f"MI only ({c})" for c in CONFIDENCES]
 
 
-# ---------------------------------------------------------------------------- data
-def load(dataset: str):
-    """Prepared MuData with ``obs[LABEL]`` restricted to classes with >= MIN_CELLS cells."""
-    os.environ.setdefault("MMDYN_SC_DATA_DIR", "/work/shared/data")
-    import mmdyn_sc
-
-    if dataset == "bmmc":
-        mdata, classes = bmmc.load_data()  # prepared, filtered to >= 10 cells
-        mdata.obs[LABEL] = mdata.obs["cell_type"].astype(str).astype("category")
-        return mdata, classes
-    mdata = mmdyn_sc.datasets.pbmc10k_cite()
-    mdata.obs[LABEL] = mdata.obs["cell_type_fine"].astype(str)
-    mmdyn_sc.pp.prepare(mdata)  # per-cell normalisation: nothing shared between cells
-    counts = mdata.obs[LABEL].value_counts()
-    classes = sorted(counts.index[counts >= MIN_CELLS])
-    mdata = mdata[mdata.obs[LABEL].isin(classes).to_numpy()].copy()
-    mdata.obs[LABEL] = mdata.obs[LABEL].astype("category")
-    return mdata, classes
-
-
-def splits(dataset: str, mdata, n_folds: int, only_folds, seeds):
-    """Yield ``(split name, train MuData, test MuData, seeds, info)``."""
-    if dataset == "bmmc":
-        for a, b in bmmc.DIRECTIONS:
-            yield f"{a}→{b}", bmmc.donor(mdata, a), bmmc.donor(mdata, b), list(seeds), {}
-        return
-    from sklearn.model_selection import StratifiedKFold
-
-    y = mdata.obs[LABEL].astype(str).to_numpy()
-    folds = StratifiedKFold(n_folds, shuffle=True, random_state=0)
-    for k, (tr, te) in enumerate(folds.split(np.zeros(len(y)), y)):
-        if only_folds is not None and k not in only_folds:
-            continue
-        train, test = mdata[tr].copy(), mdata[te].copy()
-        genes = select_hvg(train)
-        for part in (train, test):
-            part.mod["rna"].var[HVG_COLUMN] = part.mod["rna"].var_names.isin(genes)
-        yield f"fold {k}", train, test, [k], {"n_hvg": len(genes)}
-
-
-def select_hvg(train) -> list[str]:
-    """The N_HVG most variable genes of the training cells (seurat flavour, prepared layer)."""
-    import anndata as ad
-    import scanpy as sc
-
-    rna = train.mod["rna"][train.obs_names]
-    tmp = ad.AnnData(X=rna.layers["mmdyn_prepared"].copy(), var=rna.var[[]].copy())
-    sc.pp.highly_variable_genes(tmp, n_top_genes=N_HVG, flavor="seurat")
-    return list(tmp.var_names[tmp.var["highly_variable"].to_numpy()])
-
-
-def mask_for(test_or_train, mods) -> dict | None:
-    if "rna" in mods and HVG_COLUMN in test_or_train.mod["rna"].var.columns:
-        return {"rna": HVG_COLUMN}
-    return None
-
-
-def features(mdata, mods) -> np.ndarray:
-    """Concatenated prepared blocks (dense), restricted to the split's genes where set."""
-    blocks = []
-    for mod in mods:
-        a = mdata.mod[mod][mdata.obs_names]
-        if mod == "rna" and HVG_COLUMN in a.var.columns:
-            a = a[:, a.var[HVG_COLUMN].to_numpy()]
-        x = a.layers["mmdyn_prepared"]
-        blocks.append(x.toarray() if hasattr(x, "toarray") else np.asarray(x))
-    return np.hstack(blocks).astype(np.float64)
-
-
-def without(test, mod):
-    """The test cells as a MuData lacking modality ``mod``."""
-    import mudata as md
-
-    keep = [m for m in MODS if m != mod]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        query = md.MuData({m: test.mod[m][test.obs_names].copy() for m in keep})
-    query.obs[LABEL] = test.obs[LABEL].to_numpy()
-    return query
-
-
-# ---------------------------------------------------------------------------- metrics
-def score(y_true, y_pred) -> dict:
-    """The same metric code for every method."""
-    from mmdyn_sc._metrics import classification_metrics
-
-    y_true = np.asarray(y_true, dtype=object).astype(str)
-    y_pred = np.asarray(y_pred, dtype=object).astype(str)
-    return classification_metrics(y_true, y_pred)
-
-
 # ---------------------------------------------------------------------------- fitting
-def fit_lr(train, test, mods, c_grid):
-    """Rows for ``full`` (and, on both modalities, ``-rna``/``-prot`` by mean imputation)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def lr_rows(train, test, mods, c_values):
+    """LR rows for ``full`` (and, on both modalities, ``-rna``/``-prot`` by mean imputation)."""
     x_train, x_test = features(train, mods), features(test, mods)
-    y_train = train.obs[LABEL].astype(str).to_numpy()
     y_test = test.obs[LABEL].astype(str).to_numpy()
-    pipe = make_pipeline(StandardScaler(),
-                         LogisticRegression(class_weight="balanced", max_iter=5000))
-    search = GridSearchCV(pipe, {"logisticregression__C": c_grid}, scoring="f1_macro",
-                          cv=StratifiedKFold(3, shuffle=True, random_state=0), n_jobs=1)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rare classes (< 3 cells) in a training donor
-        search.fit(x_train, y_train)
-    seconds = time.perf_counter() - start
-    c = float(search.best_params_["logisticregression__C"])
+    search, seconds, c = fit_lr(x_train, train.obs[LABEL].astype(str).to_numpy(), c_values)
     common = {"seconds": seconds, "epochs": None, "C": c, "val_f1_macro": None, "tcp": {}}
     rows = [{"condition": "full", "status": "ok", **score(y_test, search.predict(x_test)),
              **common}]
@@ -240,44 +135,6 @@ def fit_lr(train, test, mods, c_grid):
             rows.append({"condition": f"-{mod}", "status": "ok",
                          **score(y_test, search.predict(x)), **common})
             start_col += width
-    return rows
-
-
-def fit_mm(train, test, seed, fit_options, mods, max_epochs):
-    """Fit on a copy of ``train``; rows for ``full`` and, if multimodal, ``-rna``/``-prot``."""
-    import mmdyn_sc
-
-    train = train.copy()
-    options = dict(fit_options)
-    if max_epochs is not None:
-        options["max_epochs"] = max_epochs
-    start = time.perf_counter()
-    model = mmdyn_sc.tl.fit(train, LABEL, seed=seed, enable_progress_bar=False,
-                            modalities=list(mods), mask_var=mask_for(train, mods), **options)
-    seconds = time.perf_counter() - start
-    uns = train.uns["mmdyn"]
-    tcp = {}
-    for mod, rep in uns["confidence"]["modalities"].items():
-        rel = rep["relative_error"]
-        tcp[mod] = {"relative_error": None if isinstance(rel, str) else float(rel),
-                    "spearman": float(rep["spearman"])}
-    common = {"seconds": seconds, "epochs": len(model.history["train_loss"]),
-              "val_f1_macro": float(uns["metrics"]["validation"]["f1_macro"]), "tcp": tcp}
-    y_test = test.obs[LABEL].astype(str).to_numpy()
-    classes = np.asarray(model.classes_, dtype=object)
-    proba = model.predict(test, soft=True)
-    rows = [{"condition": "full", "status": "ok",
-             **score(y_test, classes[proba.to_numpy().argmax(1)]), **common}]
-    if len(mods) > 1:
-        for mod in mods:
-            try:
-                proba = model.predict(without(test, mod), soft=True)
-                rows.append({"condition": f"-{mod}", "status": "ok",
-                             **score(y_test, classes[proba.to_numpy().argmax(1)]), **common})
-            except Exception as err:  # the package cannot predict without it (yet)
-                rows.append({"condition": f"-{mod}",
-                             "status": f"{PENDING}: {type(err).__name__}: {err}"[:200],
-                             **common})
     return rows
 
 
@@ -365,14 +222,6 @@ def validation_ranking(records, candidates):
 # ---------------------------------------------------------------------------- report
 METRICS = (("f1_macro", "macro F1"), ("balanced_accuracy", "balanced acc"),
            ("f1_weighted", "weighted F1"))
-
-
-def fmt(values, scale=1.0, digits=3):
-    values = np.asarray([v for v in values if v is not None], dtype=float) * scale
-    if len(values) == 0:
-        return ""
-    sd = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}"
 
 
 def rows_of(records, method, condition):
@@ -594,7 +443,7 @@ def protocol_text(dataset, n_classes, args, splits_run):
     if dataset == "bmmc":
         return (f"BMMC CITE-seq (`bmmc_cite`), {n_classes} classes with >= {MIN_CELLS} cells "
                 f"(456 cells); train on one donor, test on the other, both ways; seeds "
-                f"{list(range(args.seeds)) if not args.quick else [0]}. All 1,000 genes + "
+                f"{args.seeds if not args.quick else [0]}. All 1,000 genes + "
                 "134 proteins.")
     return (f"PBMC 10k CITE-seq (`pbmc10k_cite`), `cell_type_fine`, {n_classes} classes with "
             f">= {MIN_CELLS} cells; {args.folds}-fold stratified CV (random_state 0), folds run: "
@@ -614,10 +463,10 @@ def run(dataset, args, specs, out_json):
         records = saved["records"]
         split_seconds = dict(saved["meta"].get("split_seconds", {}))
     done_splits = {r["split"] for r in records}
-    seeds = [0] if args.quick else list(range(args.seeds))
+    seeds = [0] if args.quick else args.seeds
     only = args.only_folds if not args.quick else [0]
     max_epochs = args.max_epochs or (15 if args.quick else None)
-    c_grid = np.logspace(*args.lr_c_range[:2], int(args.lr_c_range[2]))
+    c_values = c_grid(args.lr_c_range)
     splits_run = []
     n_fits, fit_seconds = 0, 0.0
 
@@ -694,7 +543,7 @@ def run(dataset, args, specs, out_json):
             continue
         log(f"{split}: {train.n_obs} training / {test.n_obs} test cells {info}")
         for name in [m for m in specs if SPECS[m]["kind"] == "lr"]:
-            rows = fit_lr(train, test, SPECS[name]["mods"], c_grid)
+            rows = lr_rows(train, test, SPECS[name]["mods"], c_values)
             for seed in split_seeds:
                 records += [{"dataset": dataset, "split": split, "seed": seed,
                              "method": name, **r, **info} for r in rows]
@@ -721,8 +570,8 @@ def notes(dataset, args, wall, final, splits_run, split_seconds):
     out = [
         "Metrics: `mmdyn_sc._metrics.classification_metrics` for every method (macro and "
         "weighted F1 over the labels present in the test labels or the predictions, "
-        "zero_division=0; balanced accuracy = mean recall over the test classes). This "
-        "differs from `benchmarks/bmmc.py`, which averages over all 13 classes.",
+        "zero_division=0; balanced accuracy = mean recall over the test classes), the "
+        "benchmarks' one metric code (`benchmarks/_harness.py`).",
         "mmdyn_sc: `tl.fit` recipe \"default\" (early stopping on its 10 % per-class "
         "validation split of the training cells), plus the ablation switches"
         + (f", max_epochs={args.max_epochs}" if args.max_epochs else "") + ".",
@@ -755,7 +604,7 @@ def command_line():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("bmmc", "pbmc10k", "both"), default="bmmc")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per BMMC direction")
+    add_seeds_argument(parser, 5, what="seeds per BMMC direction")
     parser.add_argument("--folds", type=int, default=5, help="pbmc10k CV folds")
     parser.add_argument("--only-folds", type=int, nargs="+", default=None,
                         help="run only these pbmc10k folds (0-based)")
@@ -778,8 +627,7 @@ def main(argv=None):
                              "and single-modality references) in the splits already saved, "
                              "replacing their rows (and the references if the "
                              "validation-chosen variant's confidence option changes)")
-    parser.add_argument("--lr-c-range", type=float, nargs=3, default=[-3, 1, 9],
-                        metavar=("LOG10_LOW", "LOG10_HIGH", "N"))
+    add_c_range_argument(parser)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (1 on a shared 2-core machine)")
     args = parser.parse_args(argv)
@@ -797,7 +645,7 @@ def main(argv=None):
                 args.out.write_text(f"# Ablations: {data['meta']['dataset']}\n\n{text}")
         return
 
-    bmmc.quiet_process(args.threads)
+    quiet_process(args.threads)
 
     specs = list(SPECS) if args.methods is None else [m for m in SPECS if m in args.methods]
     for dataset in datasets:

@@ -3,14 +3,15 @@
 The test donor is never touched. For each training donor (s1d1, s1d2), its cells of the
 13 benchmark classes are split 80/20 stratified (seeded); ``tl.fit`` is trained on the 80 %
 (it makes its own 90/10 split of those for early stopping) with the package defaults plus
-one configuration's overrides, and macro F1 is measured on the 20 % (``labels=`` the classes
-of that donor). Configurations change one option at a time from the defaults, plus any given
-with ``--extra``.
+one configuration's overrides, and macro F1 is measured on the 20 % (``_harness.score``, the
+benchmarks' one metric code; before ``benchmarks/_harness.py`` this script averaged over all
+classes of that donor with ``labels=``). Configurations change one option at a time from the
+defaults, plus any given with ``--extra``.
 
 Usage::
 
     MMDYN_SC_DATA_DIR=/work/shared/data python benchmarks/bmmc_tune.py
-    python benchmarks/bmmc_tune.py --only default n_hidden=512 --seeds 0 1
+    python benchmarks/bmmc_tune.py --only default n_hidden=512 --seeds 2   # seeds 0, 1
     python benchmarks/bmmc_tune.py --only none --extra '{"combo": {"n_hidden": 512, "lr": 0.003}}'
 """
 
@@ -18,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bmmc  # noqa: E402
+from _data import donor, load_bmmc
+from _harness import add_seeds_argument, quiet_process, score
+from _mmfit import fit_predict
 
 #: name -> tl.fit overrides (on top of the package defaults)
 CONFIGS: dict[str, dict] = {
@@ -55,8 +54,7 @@ def validation_split(mdata, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="tl.fit seeds (the 80/20 split is fixed by --split-seed)")
+    add_seeds_argument(parser, 1, what="tl.fit seeds (the 80/20 split is fixed by --split-seed)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", default=None,
                         help="names of CONFIGS to run ('none' for only --extra)")
@@ -64,27 +62,27 @@ def main(argv=None):
                         help='JSON {"name": {tl.fit options}} added to the sweep')
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    bmmc.quiet_process(args.threads)
+    quiet_process(args.threads)
 
     configs = {k: v for k, v in CONFIGS.items() if args.only is None or k in args.only}
     configs.update(args.extra)
     t0 = time.perf_counter()
-    mdata, _ = bmmc.load_data()
+    mdata, _ = load_bmmc()
     splits = {}
     for name in ("s1d1", "s1d2"):
-        splits[name] = validation_split(bmmc.donor(mdata, name), args.split_seed)
+        splits[name] = validation_split(donor(mdata, name), args.split_seed)
         tr, va, cl = splits[name]
         print(f"{name}: {tr.n_obs} fit / {va.n_obs} validation cells, {len(cl)} classes",
               flush=True)
     rows = []
     for cname, options in configs.items():
         row = {"config": cname, "options": options}
-        for dname, (tr, va, classes) in splits.items():
+        for dname, (tr, va, _) in splits.items():
             f1s, secs, epochs = [], [], []
             for seed in args.seeds:
                 y_val = va.obs["cell_type"].astype(str).to_numpy()
-                pred, s, e = bmmc.run_mmdyn(tr, va, seed, options)
-                f1s.append(bmmc.scores(y_val, pred, classes)["macro_f1"])
+                pred, s, e = fit_predict(tr, va, seed, options)
+                f1s.append(score(y_val, pred)["f1_macro"])
                 secs.append(s)
                 epochs.append(e)
             row[dname] = float(np.mean(f1s))

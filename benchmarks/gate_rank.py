@@ -5,18 +5,19 @@ against the full gate (``gate_rank=None``, tl.fit's default until this compariso
 ``"auto"``: rank 64 from 2000 features)? Per run (split x seed), every gate is
 fitted with ``mmdyn_sc.tl.fit``'s recipe "default" (early stopping on its 10 % per-class
 validation split of the training cells) on the same training cells, with the same seed and
-genes, and scored on the same test cells by the same code (``ablations.score``, i.e.
+genes, and scored on the same test cells by the same code (``_harness.score``, i.e.
 ``mmdyn_sc._metrics.classification_metrics``). ``gate_rank`` is passed as one int, as a
 default would be: it applies to every modality with more features than r (the others keep
 the full gate).
 
-Datasets (loading, splits, gene selection and fitting are ``benchmarks/ablations.py``'s):
+Datasets (loading, splits, gene selection and fitting are ``benchmarks/ablations.py``'s, from
+the shared ``_data`` and ``_mmfit``):
 
-- ``bmmc``: ``bmmc.load_data()`` (456 cells, 13 classes), all of its genes and 134
+- ``bmmc``: ``_data.load_bmmc()`` (456 cells, 13 classes), all of its genes and 134
   proteins; train on one donor, test on the other, both ways, ``--seeds`` each.
 - ``pbmc10k``: ``cell_type_fine`` (6,807 cells, 13 classes), ``--folds``-fold stratified CV
   (``random_state=0``), fold k fitted with seed k; per fold the ``--n-hvg`` most variable
-  genes of the training cells (``ablations.select_hvg``), all 14 proteins.
+  genes of the training cells (``_data.select_hvg``), all 14 proteins.
 
 The table: macro F1, balanced accuracy, weighted F1 (mean ± sd over runs), fit seconds
 (median; the machine may be shared), epochs (median), RNA features, and the paired
@@ -42,13 +43,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _data import MODS, load, splits
+from _harness import add_seeds_argument, fmt, quiet_process
+from _mmfit import fit_mm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ablations  # noqa: E402  (load, splits, select_hvg, fit_mm, score)
-import bmmc  # noqa: E402  (limit_threads)
-
-OUT_MD = ablations.RESULTS_DIR / "gate_rank.md"
-OUT_JSON = OUT_MD.with_suffix(".json")
+OUT_MD = Path(__file__).resolve().parent / "results" / "gate_rank.md"
 METRICS = (("f1_macro", "macro F1"), ("balanced_accuracy", "balanced acc"),
            ("f1_weighted", "weighted F1"))
 TOLERANCE = 0.01
@@ -59,22 +58,20 @@ def gate_name(rank):
 
 
 def run(dataset, args, records, log):
-    mdata, classes = ablations.load(dataset)
-    seeds = list(range(args.seeds))
+    mdata, classes = load(dataset)
     only = args.only_folds
     n_rna = mdata.mod["rna"].n_vars
     log(f"{dataset}: {mdata.n_obs} cells, {len(classes)} classes, {n_rna} genes, "
         f"{mdata.mod['prot'].n_vars} proteins")
-    for split, train, test, split_seeds, info in ablations.splits(
-            dataset, mdata, args.folds, only, seeds):
+    for split, train, test, split_seeds, info in splits(
+            dataset, mdata, args.folds, only, args.seeds, n_hvg=args.n_hvg):
         n_genes = info.get("n_hvg", n_rna)
         n_prot = train.mod["prot"].n_vars
         log(f"{dataset} {split}: {train.n_obs} training / {test.n_obs} test cells, "
             f"{n_genes} genes")
         for seed in split_seeds:
             for rank in [None, *args.ranks]:
-                rows = ablations.fit_mm(train, test, seed, {"gate_rank": rank},
-                                        ablations.MODS, args.max_epochs)
+                rows = fit_mm(train, test, seed, {"gate_rank": rank}, MODS, args.max_epochs)
                 full = rows[0]
                 records.append({
                     "dataset": dataset, "split": split, "seed": seed, "gate": gate_name(rank),
@@ -118,7 +115,7 @@ def report(records, meta):
             rs = [r for r in rows if r["gate"] == gate]
             rank = rs[0]["gate_rank"]
             params = " + ".join(f"{gate_params(d, rank):,}" for d in (n_rna[0], n_prot[0]))
-            cells = [ablations.fmt([r[k] for r in rs]) for k, _ in METRICS]
+            cells = [fmt([r[k] for r in rs]) for k, _ in METRICS]
             if gate == "full":
                 diff = close = "—"
             else:
@@ -136,7 +133,7 @@ def report(records, meta):
         lines += ["", "Macro F1 per split (mean ± sd over seeds):", "",
                   "| gate | " + " | ".join(splits_) + " |", "|---|" + "---|" * len(splits_)]
         for gate in gates:
-            lines.append(f"| {gate} | " + " | ".join(ablations.fmt(
+            lines.append(f"| {gate} | " + " | ".join(fmt(
                 [r["f1_macro"] for r in rows if r["gate"] == gate and r["split"] == s])
                 for s in splits_) + " |")
         slow = max((r for r in rows if r["gate"] == "full"), key=lambda r: r["seconds"])
@@ -158,7 +155,7 @@ COMMON = ("`mmdyn_sc.tl.fit` recipe \"default\" (early stopping on the 10 % per-
 def protocol(dataset, args):
     if dataset == "bmmc":
         return ("BMMC CITE-seq: train on one donor, test on the other, both ways, seeds "
-                f"{list(range(args.seeds))}; all genes of `bmmc.load_data()` and all 134 "
+                f"{args.seeds}; all genes of `_data.load_bmmc()` and all 134 "
                 "proteins (rank r < 134 applies to the proteins too).")
     folds = args.only_folds if args.only_folds is not None else list(range(args.folds))
     return (f"PBMC 10k CITE-seq, `cell_type_fine`: {args.folds}-fold stratified CV "
@@ -170,7 +167,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=("bmmc", "pbmc10k", "both"), default="both")
     parser.add_argument("--ranks", type=int, nargs="+", default=[64])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per BMMC direction")
+    add_seeds_argument(parser, 3, what="seeds per BMMC direction")
     parser.add_argument("--folds", type=int, default=5, help="pbmc10k CV folds")
     parser.add_argument("--only-folds", type=int, nargs="+", default=None,
                         help="run only these pbmc10k folds (0-based)")
@@ -180,21 +177,24 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     parser.add_argument("--from-json", action="store_true",
                         help="rebuild the markdown from the JSON without fitting")
+    parser.add_argument("--out", type=Path, default=OUT_MD,
+                        help="markdown output; the JSON of per-run rows is next to it "
+                             "(default benchmarks/results/gate_rank.md)")
     args = parser.parse_args(argv)
+    out_md, out_json = args.out, args.out.with_suffix(".json")
 
     if args.from_json:
-        saved = json.loads(OUT_JSON.read_text())
+        saved = json.loads(out_json.read_text())
         text = report(saved["records"], saved["meta"])
-        OUT_MD.write_text(text)
+        out_md.write_text(text)
         print(text)
         return
 
     os.environ.setdefault("MMDYN_SC_DATA_DIR", "/work/shared/data")
-    bmmc.quiet_process(args.threads)
-    ablations.N_HVG = args.n_hvg  # read by ablations.select_hvg at each fold
+    quiet_process(args.threads)
 
     datasets = ("bmmc", "pbmc10k") if args.dataset == "both" else (args.dataset,)
-    old = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {"meta": {}, "records": []}
+    old = json.loads(out_json.read_text()) if out_json.exists() else {"meta": {}, "records": []}
     records = [r for r in old["records"] if r["dataset"] not in datasets]
     t0 = time.perf_counter()
     command = "python benchmarks/gate_rank.py " + " ".join(sys.argv[1:] if argv is None
@@ -213,19 +213,19 @@ def main(argv=None):
         meta = {**{k: v for k, v in old["meta"].items() if k not in datasets},
                 **{d: {"protocol": protocol(d, args), "notes": notes, "command": command,
                        "wall_seconds": wall} for d in datasets}}
-        OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
         body = ",\n".join(json.dumps(r, default=float) for r in records)
-        OUT_JSON.write_text(f'{{"meta": {json.dumps(meta, indent=1)},\n'
+        out_json.write_text(f'{{"meta": {json.dumps(meta, indent=1)},\n'
                             f'"records": [\n{body}\n]}}\n')
         text = report(records, meta)
-        OUT_MD.write_text(text)
+        out_md.write_text(text)
         return text
 
     for dataset in datasets:
         for _ in run(dataset, args, records, log):
             save(final=False)  # paired rows so far survive an interrupted run
     print(save(final=True))
-    log(f"wrote {OUT_MD} and {OUT_JSON}")
+    log(f"wrote {out_md} and {out_json}")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ Usage::
 
     MMDYN_SC_DATA_DIR=/work/shared/data nice -n 10 python benchmarks/images.py 2> /tmp/images.log
     python benchmarks/images.py --quick          # 1 seed, 3 epochs, written to /tmp only
-    python benchmarks/images.py --parts trimodal --trimodal-seeds 0 1   # keeps part 1 rows
+    python benchmarks/images.py --parts trimodal --trimodal-seeds 2   # seeds 0, 1; keeps part 1
     python benchmarks/images.py --from-json benchmarks/results/images.json   # rewrites the .md
 
 ``meta["findings"]`` in the JSON (diagnostic notes added by hand, e.g. from probes run
@@ -88,9 +88,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bmmc  # noqa: E402  (BMMC loading restricted to >= 10 cells, donors, thread limits)
+from _data import DIRECTIONS, donor, load_bmmc
+from _harness import add_seeds_argument, fmt, quiet_process, score, timed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "images.md"
 BCCD = Path("/work/shared/data/bccd_wbc_crops")
@@ -167,16 +166,7 @@ def with_images(mdata, images: np.ndarray):
     return out
 
 
-# ---------------------------------------------------------------------------- metrics
-def score(y_true, y_pred) -> dict:
-    """The project's metric code, on string labels."""
-    from mmdyn_sc._metrics import classification_metrics
-
-    y_true = np.asarray(y_true, dtype=object).astype(str)
-    y_pred = np.asarray(y_pred, dtype=object).astype(str)
-    return classification_metrics(y_true, y_pred)
-
-
+# ---------------------------------------------------------------------------- predictions
 def predicted(model, query) -> np.ndarray:
     """Predicted labels of ``query`` (``model.predict(..., soft=True)``, arg max)."""
     proba = model.predict(query, soft=True)
@@ -193,12 +183,10 @@ def fit(train, seed: int, args, **options):
     patch size (``size // GRID``); returns (model, seconds)."""
     import mmdyn_sc
 
-    start = time.perf_counter()
-    model = mmdyn_sc.tl.fit(train, LABEL, seed=seed, enable_progress_bar=False,
-                            max_epochs=args.max_epochs, batch_size=args.batch_size,
-                            image_options={"patch_size": args.size // GRID,
-                                           **args.image_options}, **options)
-    return model, time.perf_counter() - start
+    return timed(mmdyn_sc.tl.fit, train, LABEL, seed=seed, enable_progress_bar=False,
+                 max_epochs=args.max_epochs, batch_size=args.batch_size,
+                 image_options={"patch_size": args.size // GRID, **args.image_options},
+                 **options)
 
 
 def fit_info(model, train, seconds: float) -> dict:
@@ -414,7 +402,7 @@ def run_trimodal(args, log) -> tuple[list[dict], dict]:
     """Part 3: rows per (direction, seed, method, condition), and the pairing summary."""
     import mmdyn_sc
 
-    data, classes = bmmc.load_data()
+    data, classes = load_bmmc()
     data.obs[LABEL] = data.obs["cell_type"].astype(str)
     images, _ = load_bccd(args.size)
     mapping = image_mapping(classes)
@@ -423,7 +411,7 @@ def run_trimodal(args, log) -> tuple[list[dict], dict]:
             "images_per_half": {g: images.obs[LABEL][groups == g].value_counts().to_dict()
                                 for g in ("s1d1", "s1d2")}}
     log(f"tri-modal mapping {mapping}")
-    directions = bmmc.DIRECTIONS[:1] if args.quick else bmmc.DIRECTIONS
+    directions = DIRECTIONS[:1] if args.quick else DIRECTIONS
     methods = [m for m in TRIMODAL if args.mdrop or "mdrop" not in m]
     records = []
     for seed in args.trimodal_seeds:
@@ -434,12 +422,12 @@ def run_trimodal(args, log) -> tuple[list[dict], dict]:
                 image_groups=groups, seed=seed)
         info["n_reused"] = int(paired.uns["image_pairing"]["n_reused"])
         for a, b in directions:
-            test = bmmc.donor(paired, b)
+            test = donor(paired, b)
             info[f"imaged_{b}"] = f"{test['image'].n_obs} / {test.n_obs}"
             y_test = test.obs[LABEL].to_numpy()
             for method in methods:
                 options, mods = TRIMODAL[method]
-                train = bmmc.donor(paired, a)
+                train = donor(paired, a)
                 model, seconds = fit(train, seed, args, modalities=list(mods), **options)
                 common = {"part": "trimodal", "split": f"{a}→{b}", "seed": seed,
                           "method": method, **fit_info(model, train, seconds),
@@ -458,14 +446,6 @@ def run_trimodal(args, log) -> tuple[list[dict], dict]:
 
 
 # ---------------------------------------------------------------------------- report
-def fmt(values, digits: int = 3) -> str:
-    values = np.asarray([v for v in values if v is not None], dtype=float)
-    if len(values) == 0:
-        return ""
-    sd = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}"
-
-
 def verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**MISS**"
 
@@ -679,10 +659,9 @@ def parse(argv=None):
     parser.add_argument("--parts", nargs="+", choices=("image", "trimodal"),
                         default=["image", "trimodal"],
                         help="parts to run; rows of parts not run are kept from the JSON")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                        help="image-only seeds (parts 1 and 2)")
-    parser.add_argument("--trimodal-seeds", type=int, nargs="+", default=[0],
-                        help="seeds per BMMC direction (part 3)")
+    add_seeds_argument(parser, 5, what="image-only seeds (parts 1 and 2)")
+    add_seeds_argument(parser, 1, flag="--trimodal-seeds",
+                       what="seeds per BMMC direction (part 3)")
     parser.add_argument("--max-epochs", type=int, default=60,
                         help="cap on tl.fit's max_epochs (early stopping stays on)")
     parser.add_argument("--size", type=int, default=IMAGE_SIZE,
@@ -726,7 +705,7 @@ def main(argv=None):
             args.out.write_text(text)  # the markdown next to the JSON it was built from
         return
     os.environ.setdefault("MMDYN_SC_DATA_DIR", "/work/shared/data")
-    bmmc.quiet_process(args.threads)
+    quiet_process(args.threads)
     t0 = time.perf_counter()
 
     def log(msg):

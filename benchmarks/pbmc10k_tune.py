@@ -48,15 +48,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ablations as ab  # noqa: E402  (folds, genes, labels, metric code)
-import bmmc  # noqa: E402  (thread limits)
+from _data import LABEL, MODS, load, mask_for, splits
+from _harness import add_seeds_argument, quiet_process, score, timed
 
 #: name -> tl.fit overrides; "_restore": (monitor, mode) of the best-weights callback;
 #: "_refit": fit again on every training cell; "_ema": decay of the weight average;
@@ -215,18 +211,18 @@ def fit_one(train, seed, config):
 
     options = {**BASELINE, **config}
     refit = options.pop("_refit", False)
-    common = {"seed": seed, "enable_progress_bar": False, "modalities": list(ab.MODS)}
+    common = {"seed": seed, "enable_progress_bar": False, "modalities": list(MODS)}
     callbacks = [make(options.pop(key)) for key, make in CALLBACKS.items() if key in options]
     if callbacks:
         options["callbacks"] = callbacks
     first = train.copy()
-    model = mmdyn_sc.tl.fit(first, ab.LABEL, mask_var=ab.mask_for(first, ab.MODS),
+    model = mmdyn_sc.tl.fit(first, LABEL, mask_var=mask_for(first, MODS),
                             **common, **options)
     if not refit:
         return model, first, len(model.history["train_loss"])
     epochs = len(model.history["train_loss"])
     again = train.copy()
-    model = mmdyn_sc.tl.fit(again, ab.LABEL, mask_var=ab.mask_for(again, ab.MODS),
+    model = mmdyn_sc.tl.fit(again, LABEL, mask_var=mask_for(again, MODS),
                             train_size=1.0, early_stopping=False, max_epochs=epochs,
                             **BASELINE, **common)
     return model, first, epochs
@@ -238,17 +234,17 @@ def run(names, folds, out: Path, dataset: str = "pbmc10k", seeds=(0, 1, 2, 3, 4)
     pbmc10k: a run is a fold (fold k, seed k). bmmc: a run is a direction and a seed (the
     ablation's donor splits, seeds ``seeds``); its ``fold`` field names both.
     """
-    mdata, _ = ab.load(dataset)
-    for split, train, test, split_seeds, _ in ab.splits(dataset, mdata, 5, folds, seeds):
-        y_test = test.obs[ab.LABEL].astype(str).to_numpy()
+    mdata, _ = load(dataset)
+    for split, train, test, split_seeds, _ in splits(dataset, mdata, 5, folds, seeds):
+        y_test = test.obs[LABEL].astype(str).to_numpy()
         for seed in split_seeds:
             run_id = seed if dataset == "pbmc10k" else f"{split} seed {seed}"
             for name in names:
-                start = time.perf_counter()
-                probs, classes, val, epochs = fit_and_predict(train, test, seed, CONFIGS[name])
+                (probs, classes, val, epochs), seconds = timed(
+                    fit_and_predict, train, test, seed, CONFIGS[name])
                 record = {"dataset": dataset, "config": name, "fold": run_id, "val": val,
-                          "test": ab.score(y_test, classes[probs.argmax(1)])["f1_macro"],
-                          "epochs": epochs, "s": time.perf_counter() - start}
+                          "test": score(y_test, classes[probs.argmax(1)])["f1_macro"],
+                          "epochs": epochs, "s": seconds}
                 print(json.dumps(record), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -299,14 +295,13 @@ def main(argv=None):
     parser.add_argument("--table", type=Path, default=None,
                         help="print the table of a saved JSON-lines file and exit")
     parser.add_argument("--dataset", choices=("pbmc10k", "bmmc"), default="pbmc10k")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                        help="bmmc: tl.fit seeds per direction")
+    add_seeds_argument(parser, 5, what="bmmc: tl.fit seeds per direction")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.table is not None:
         print(table(args.table, args.dataset))
         return
-    bmmc.quiet_process(args.threads)
+    quiet_process(args.threads)
     run(args.only, args.folds, args.out, args.dataset, args.seeds)
     print(table(args.out, args.dataset))
 

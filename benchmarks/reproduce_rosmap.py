@@ -22,13 +22,13 @@ Run::
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
+
+from _harness import add_seeds_argument, limit_threads, quiet, timed
 
 #: Targets. Reference implementation rerun on this machine class: ACC 0.816 ± 0.014,
 #: F1 0.821, AUC 0.900; paper (CVPR 2022): 84.2 / 84.6 / 91.2.
@@ -41,24 +41,11 @@ POSITIVE = "AD"
 RESULTS = Path(__file__).resolve().parent / "results" / "reproduce_rosmap.md"
 
 
-def _quiet() -> None:
-    """Keep Lightning / scvi-tools from printing anything but warnings that matter."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning",
-                 "scvi", "mmdyn_sc"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        from lightning.fabric.utilities.warnings import PossibleUserWarning
-    except ImportError:  # pragma: no cover - older Lightning
-        from lightning.pytorch.utilities.warnings import PossibleUserWarning
-    warnings.filterwarnings("ignore", category=PossibleUserWarning)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
-
-
 def _metrics(y_true, y_pred, proba_pos) -> dict[str, float]:
-    """ACC, binary F1 (positive = AD, code 1) and AUC from the AD probability."""
+    """ACC, binary F1 (positive = AD, code 1) and AUC from the AD probability.
+
+    The paper's metrics for a two-class task (not the benchmarks' macro F1).
+    """
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
@@ -84,10 +71,8 @@ def _fit(train, seed: int, epochs: int):  # -> (model, wall seconds of tl.fit)
     """``tl.fit`` exactly as documented (recipe "paper")."""
     import mmdyn_sc
 
-    start = time.perf_counter()
-    model = mmdyn_sc.tl.fit(train, "label", recipe="paper", seed=seed, max_epochs=epochs,
-                            enable_progress_bar=False)
-    return model, time.perf_counter() - start
+    return timed(mmdyn_sc.tl.fit, train, "label", recipe="paper", seed=seed,
+                 max_epochs=epochs, enable_progress_bar=False)
 
 
 def run_fit(train, test, seed: int, epochs: int) -> tuple[dict[str, float], float]:
@@ -126,7 +111,7 @@ def run_plain(train, test, seed: int, epochs: int) -> tuple[dict[str, float], fl
     for branch, x in zip(module.branches, xs_tr, strict=True):
         low = x.min(dim=0).values.double().numpy()
         high = x.max(dim=0).values.double().numpy()
-        branch.scaler.set(low, high - low)  # as MMDynamics._fit_preprocessing ("minmax")
+        branch.scaler.set(low, high - low)  # as model._training.fit_preprocessing ("minmax")
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=500, gamma=0.2)
     for _ in range(epochs):
@@ -197,8 +182,7 @@ def report(results: dict[str, list[tuple[dict, float]]], seeds: list[int], epoch
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
-                        help="seeds to run (default 0..9)")
+    add_seeds_argument(parser, 10, what="seeds to run")
     parser.add_argument("--epochs", type=int, default=1000, help="epochs per run (default 1000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 seeds, 50 epochs (overrides --seeds/--epochs)")
@@ -216,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("MMDYN_SC_DATA_DIR",
                           str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    _quiet()
+    quiet()
     import mmdyn_sc
 
-    _quiet()  # importing scvi / lightning may reset logger levels
+    quiet()  # importing scvi / lightning may reset logger levels
     import torch
 
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     mdata = mmdyn_sc.datasets.rosmap()
     train = mdata[mdata.obs["split"] == "train"].copy()
     test = mdata[mdata.obs["split"] == "test"].copy()

@@ -73,9 +73,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bmmc import quiet  # noqa: E402  (the chatter filter every benchmark uses)
+from _harness import limit_threads, quiet, score, timed
 
 LABEL = "cell_type"
 MODS = ("rna", "prot")
@@ -96,15 +94,6 @@ DATA_VERSION = 2  # bump when the data recipe changes, so that cached files are 
 
 
 # ---------------------------------------------------------------------------- helpers
-def limit_threads(n: int) -> None:
-    """Torch and BLAS threads (more than the free cores makes training many times slower)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n)
-    threadpool_limits(n)
-
-
 def peak_rss_bytes() -> int:
     """High-water resident set size of this process since the last :func:`reset_peak_rss`.
 
@@ -457,12 +446,10 @@ def matmul_gflops(n_rows: int, n_in: int, n_out: int, seconds: float = 2.0) -> f
 
 
 def macro_f1(model, heldout_path: Path) -> float:
-    from sklearn.metrics import f1_score
-
+    """Macro F1 on the held-out cells (the benchmarks' one metric code)."""
     heldout = read_mudata(heldout_path)
     predicted = model.predict(heldout).astype(str).to_numpy()
-    truth = heldout.obs[LABEL].astype(str).to_numpy()
-    return float(f1_score(truth, predicted, average="macro"))
+    return score(heldout.obs[LABEL].astype(str).to_numpy(), predicted)["f1_macro"]
 
 
 def recipe_model_options(recipe: dict) -> dict:
@@ -494,11 +481,10 @@ def child_mmdyn(args) -> dict:
     bound_before = matmul_gflops(batch_size, n_in, n_out)
     rss.end("model")
     timer = epoch_timer()
-    train_start = time.perf_counter()
-    model.train(max_epochs=args.epochs, batch_size=batch_size, lr=recipe["lr"],
-                weight_decay=recipe["weight_decay"], early_stopping=False, train_size=1.0,
-                enable_progress_bar=False, callbacks=[timer])
-    train_s = time.perf_counter() - train_start
+    _, train_s = timed(model.train, max_epochs=args.epochs, batch_size=batch_size,
+                       lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+                       early_stopping=False, train_size=1.0, enable_progress_bar=False,
+                       callbacks=[timer])
     # The machine's speed drifts (shared cores, clocks): the bound is the mean of a
     # measurement just before and just after training.
     bound_after = matmul_gflops(batch_size, n_in, n_out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
@@ -14,8 +15,9 @@ from ._registry_keys import held_out_cells, unpack_batch
 class MMDynamicsTrainingPlan(pl.LightningModule):
     """Adam (fused where supported; optionally StepLR) on the MM dynamics loss; logs metrics.
 
-    Logged per epoch (into the model's ``history``; under DDP, the mean over processes of
-    each process's share of the cells): ``train_loss`` and each term
+    Logged per epoch (into the model's ``history``; under DDP, of all processes' cells: their
+    running sums are added across processes before any metric is computed, so macro F1 is
+    that of all cells, not a mean of per-process values): ``train_loss`` and each term
     (``train_loss_fused``, ``train_loss_sparsity``, ``train_loss_confidence``,
     ``train_loss_modality``), ``train_accuracy``; with validation cells the same with
     ``validation_`` plus ``validation_f1_macro`` and ``validation_balanced_accuracy``.
@@ -89,23 +91,25 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         sums, self._epoch_sums[stage] = self._epoch_sums[stage], None
-        if sums is None or sums["n"] == 0:
+        if sums is None:
             return
-        n = sums["n"]
-        metrics = {f"{stage}_loss": float(sums["loss"]) / n}
-        for name, total in sums["parts"].items():
-            metrics[f"{stage}_loss_{name}"] = float(total) / n
-        n_classes = math.isqrt(sums["confusion"].numel())
-        scores = metrics_from_confusion(
-            sums["confusion"].reshape(n_classes, n_classes).cpu().numpy()
-        )
-        metrics[f"{stage}_accuracy"] = scores["accuracy"]
-        if stage == "validation":
-            metrics["validation_f1_macro"] = scores["f1_macro"]
-            metrics["validation_balanced_accuracy"] = scores["balanced_accuracy"]
-        # Under DDP each process sees its share of the cells: average across processes.
         distributed = self.trainer.world_size > 1
-        self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=distributed)
+        if distributed:
+            # Every process holds the same number of batches (distributed sampler), so each
+            # reaches this collective; afterwards every process holds the same sums.
+            sums = sum_across_processes(
+                sums, lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum"))
+        metrics = epoch_metrics(sums, stage)
+        if not metrics:
+            return
+        if distributed:
+            # The values are already those of all cells, equal on every process; "max" of
+            # equal values keeps them exact (a mean of N equal floats need not) and tells
+            # Lightning they are synchronised.
+            self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=True,
+                          reduce_fx="max")
+        else:
+            self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=False)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -124,12 +128,73 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
                                                          "interval": "epoch"}}
 
 
+def sum_across_processes(sums: dict, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    """One process's running sums of an epoch, summed over all processes.
+
+    Parameters
+    ----------
+    sums
+        ``{"n": cells, "loss": loss sum, "parts": {term: sum}, "confusion": flat counts}``,
+        as the training plan accumulates them.
+    reduce
+        A collective sum over the processes (e.g. Lightning's
+        ``strategy.reduce(tensor, reduce_op="sum")``). It is called twice, in the same order
+        on every process: once on the loss sums, once on the counts.
+
+    Returns
+    -------
+    The same structure, holding the sums of all processes.
+    """
+    names = list(sums["parts"])
+    floats = reduce(torch.stack([sums["loss"], *(sums["parts"][k] for k in names)]))
+    confusion = sums["confusion"]
+    n = torch.tensor([sums["n"]], dtype=confusion.dtype, device=confusion.device)
+    counts = reduce(torch.cat([confusion, n]))
+    return {"n": int(counts[-1]), "loss": floats[0],
+            "parts": dict(zip(names, floats[1:], strict=True)), "confusion": counts[:-1]}
+
+
+def epoch_metrics(sums: dict, stage: str) -> dict[str, float]:
+    """Per-epoch metrics of ``stage`` (``"train"`` or ``"validation"``) from running sums.
+
+    Parameters
+    ----------
+    sums
+        Running sums as :func:`sum_across_processes` takes and returns them.
+    stage
+        Prefix of the metric names.
+
+    Returns
+    -------
+    ``<stage>_loss``, ``<stage>_loss_<term>`` and ``<stage>_accuracy`` (cell-weighted means);
+    for ``"validation"`` also ``validation_f1_macro`` and ``validation_balanced_accuracy``.
+    Empty without cells.
+    """
+    n = sums["n"]
+    if n == 0:
+        return {}
+    metrics = {f"{stage}_loss": float(sums["loss"]) / n}
+    for name, total in sums["parts"].items():
+        metrics[f"{stage}_loss_{name}"] = float(total) / n
+    n_classes = math.isqrt(sums["confusion"].numel())
+    scores = metrics_from_confusion(
+        sums["confusion"].reshape(n_classes, n_classes).cpu().numpy()
+    )
+    metrics[f"{stage}_accuracy"] = scores["accuracy"]
+    if stage == "validation":
+        metrics["validation_f1_macro"] = scores["f1_macro"]
+        metrics["validation_balanced_accuracy"] = scores["balanced_accuracy"]
+    return metrics
+
+
 def adam(params, **options) -> torch.optim.Adam:
     """:class:`torch.optim.Adam`, fused where torch supports it for the parameters' device.
 
     The fused implementation (CPU and CUDA in recent torch) is about twice as fast per step.
-    torch checks the device only at the first step, so it is checked here, with torch's own
-    list of devices; elsewhere (or with an older torch) the default implementation is used.
+    torch accepts ``fused=True`` for any parameters and checks their device and dtype only
+    at the first step, so torch itself is asked first: one fused step on a one-element
+    tensor of each device and dtype of ``params`` (:func:`fused_adam_supported`). Where it
+    fails (or with a torch without ``fused``) the default implementation is used.
 
     Parameters
     ----------
@@ -143,15 +208,27 @@ def adam(params, **options) -> torch.optim.Adam:
     The optimizer.
     """
     params = list(params)
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        devices = set(_get_fused_kernels_supported_devices())
-    except ImportError:
-        devices = set()
-    if params and all(p.device.type in devices and p.is_floating_point() for p in params):
+    if params and fused_adam_supported(params):
         try:
             return torch.optim.Adam(params, fused=True, **options)
-        except (RuntimeError, ValueError, TypeError):
+        except (RuntimeError, ValueError, TypeError):  # options fused does not take
             pass
     return torch.optim.Adam(params, **options)
+
+
+def fused_adam_supported(params) -> bool:
+    """Whether a fused :class:`torch.optim.Adam` steps on every device and dtype of ``params``.
+
+    Decided by torch's public behaviour: a fused step on a one-element tensor of each
+    (device, dtype) pair, which raises where the fused kernels do not run.
+    """
+    for device, dtype in {(p.device, p.dtype) for p in params}:
+        if not dtype.is_floating_point:
+            return False
+        try:
+            probe = torch.zeros(1, device=device, dtype=dtype, requires_grad=True)
+            probe.grad = torch.zeros_like(probe)
+            torch.optim.Adam([probe], fused=True).step()
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            return False
+    return True
