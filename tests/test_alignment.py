@@ -1,4 +1,4 @@
-"""Aligning modalities that do not cover all cells, on real BMMC cells."""
+"""Aligning modalities that do not cover all cells (synthetic CITE-seq, conftest.synth)."""
 
 import anndata as ad
 import mudata as md
@@ -10,21 +10,24 @@ from mmdyn_sc._data import align_mudata, presence_column
 from mmdyn_sc._utils import mudata_options
 
 
-def _unpaired(bmmc, seed=0):
-    """RNA for all cells; protein for 70% of them, rows shuffled."""
+def _unpaired(synth, seed=0):
+    """RNA for all cells; protein (sparse, as real CITE-seq loaders store it) for 70% of them,
+    rows shuffled."""
     rng = np.random.default_rng(seed)
-    rna = bmmc["rna"].copy()
-    prot = bmmc["prot"].copy()
+    rna = synth["rna"].copy()
+    prot = synth["prot"].copy()
+    prot.X = sparse.csr_matrix(prot.X)
+    prot.layers["counts"] = sparse.csr_matrix(prot.layers["counts"])
     keep = rng.permutation(prot.n_obs)[: int(0.7 * prot.n_obs)]
     prot = prot[keep].copy()
     with mudata_options():
         mdata = md.MuData({"rna": rna, "prot": prot})
-    mdata.obs["cell_type"] = rna.obs["cell_type"].reindex(mdata.obs_names)
+    mdata.obs["cell_type"] = synth.obs["cell_type"].reindex(mdata.obs_names)
     return mdata
 
 
-def test_shuffled_partial_modality_is_aligned_by_name(bmmc):
-    mdata = _unpaired(bmmc)
+def test_shuffled_partial_modality_is_aligned_by_name(synth):
+    mdata = _unpaired(synth)
     prot = mdata["prot"]
     features = {"rna": list(mdata["rna"].var_names[:50]), "prot": list(prot.var_names[::-1])}
     aligned = align_mudata(mdata, ["rna", "prot"], {"rna": "counts", "prot": "counts"}, features)
@@ -45,8 +48,8 @@ def test_shuffled_partial_modality_is_aligned_by_name(bmmc):
     assert np.all(dense[~has] == 0)
 
 
-def test_user_object_untouched(bmmc):
-    mdata = _unpaired(bmmc)
+def test_user_object_untouched(synth):
+    mdata = _unpaired(synth)
     before_uns = dict(mdata.uns)
     before_obs = mdata.obs.copy()
     x_before = mdata["prot"].X.copy()
@@ -56,10 +59,10 @@ def test_user_object_untouched(bmmc):
     assert (mdata["prot"].X != x_before).nnz == 0
 
 
-def test_missing_features_listed(bmmc):
-    features = {"rna": ["CD3E", "NOT_A_GENE", "ALSO_MISSING"]}
+def test_missing_features_listed(synth):
+    features = {"rna": ["gene_3", "NOT_A_GENE", "ALSO_MISSING"]}
     with pytest.raises(KeyError, match="NOT_A_GENE.*ALSO_MISSING"):
-        align_mudata(bmmc, ["rna"], {}, features)
+        align_mudata(synth, ["rna"], {}, features)
 
 
 def test_no_shared_cells():

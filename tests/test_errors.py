@@ -1,4 +1,5 @@
-"""Clear errors for inputs a user can get wrong (real BMMC data, tiny synthetic data)."""
+"""Clear errors for inputs a user can get wrong (synthetic CITE-seq of conftest, tiny synthetic
+data)."""
 
 import re
 import warnings
@@ -18,50 +19,48 @@ from mmdyn_sc.model._setup import resolve_setup
 from mmdyn_sc.model._split import stratified_split
 
 
-def test_unknown_labels_key_lists_and_suggests(bmmc, fast):
+def test_unknown_labels_key_lists_and_suggests(synth, fast):
     with pytest.raises(KeyError, match=r"cell_typ.*not found.*Available columns.*'cell_type'"):
-        ms.tl.fit(bmmc, "cell_typ", **fast)
+        ms.tl.fit(synth, "cell_typ", **fast)
 
 
-def test_labels_key_from_one_modality(bmmc, fast):
-    bmmc["prot"].obs["only_here"] = bmmc.obs["cell_type"].to_numpy()
-    model = ms.tl.fit(bmmc, "only_here", **fast)
-    assert model.classes_ == sorted(str(c) for c in bmmc.obs["cell_type"].cat.categories)
-    model = ms.tl.fit(bmmc, "prot:only_here", key_added="b", **fast)
-    assert "b_proba" in bmmc.obsm
+def test_labels_key_from_one_modality(synth, fast):
+    synth["prot"].obs["only_here"] = synth.obs["cell_type"].to_numpy()
+    model = ms.tl.fit(synth, "only_here", **fast)
+    assert model.classes_ == sorted(str(c) for c in synth.obs["cell_type"].cat.categories)
+    model = ms.tl.fit(synth, "prot:only_here", key_added="b", **fast)
+    assert "b_proba" in synth.obsm
 
 
-def test_unknown_modality(bmmc, fast):
+def test_unknown_modality(synth, fast):
     with pytest.raises(KeyError, match=r"Modality 'protein' not found.*Did you mean 'prot'"):
-        ms.tl.fit(bmmc, "cell_type", modalities=["rna", "protein"], **fast)
+        ms.tl.fit(synth, "cell_type", modalities=["rna", "protein"], **fast)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nan_or_inf_input(bmmc, bad, fast):
-    layer = bmmc["prot"].layers["mmdyn_prepared"]
+def test_nan_or_inf_input(synth, bad, fast):
+    layer = synth["prot"].layers["mmdyn_prepared"]
     layer[3, 5] = bad
     with pytest.raises(ValueError, match=r"modality 'prot' layer 'mmdyn_prepared' contains 1 NaN"):
-        ms.tl.fit(bmmc, "cell_type", **fast)
+        ms.tl.fit(synth, "cell_type", **fast)
 
 
-def test_fewer_than_two_classes(bmmc, fast):
-    bmmc.obs["one"] = "T cell"
+def test_fewer_than_two_classes(synth, fast):
+    synth.obs["one"] = "T cell"
     with pytest.raises(ValueError, match="at least two are needed"):
-        ms.tl.fit(bmmc, "one", **fast)
+        ms.tl.fit(synth, "one", **fast)
 
 
-def test_negative_counts(bmmc):
-    bmmc["rna"].X = bmmc["rna"].layers["mmdyn_prepared"].copy()
-    bmmc["rna"].X[0, 0] = -1.0
+def test_negative_counts(synth):
+    synth["rna"].X = synth["rna"].layers["mmdyn_prepared"].copy()
+    synth["rna"].X[0, 0] = -1.0
     with pytest.raises(ValueError, match=r"modality 'rna' X contains negative values"):
-        ms.pp.prepare(bmmc)
+        ms.pp.prepare(synth)
 
 
-def test_query_missing_features(bmmc_donors, fast):
-    train, query = bmmc_donors
-    model = ms.tl.fit(train, "cell_type", **fast)
-    dropped = ["CD3", "CD19"] if "CD3" in query["prot"].var_names else list(
-        query["prot"].var_names[:2])
+def test_query_missing_features(synth_fitted):
+    _, query, model = synth_fitted
+    dropped = ["prot_3", "prot_17"]
     keep = ~query["prot"].var_names.isin(dropped)
     with mudata_options():
         broken = md.MuData({"rna": query["rna"].copy(), "prot": query["prot"][:, keep].copy()})
@@ -70,22 +69,22 @@ def test_query_missing_features(bmmc_donors, fast):
     assert all(repr(name) in str(err.value) for name in dropped)
 
 
-def test_bad_options(bmmc, fast):
+def test_bad_options(synth, fast):
     with pytest.raises(ValueError, match="Unknown recipe"):
-        ms.tl.fit(bmmc, "cell_type", recipe="fancy", **fast)
+        ms.tl.fit(synth, "cell_type", recipe="fancy", **fast)
     with pytest.raises(KeyError, match="Layer 'nope' not found in modality 'rna'"):
-        ms.tl.fit(bmmc, "cell_type", layers={"rna": "nope"}, **fast)
+        ms.tl.fit(synth, "cell_type", layers={"rna": "nope"}, **fast)
     with pytest.raises(KeyError, match="mask_var column 'hvg' not found"):
-        ms.tl.fit(bmmc, "cell_type", mask_var={"rna": "hvg"}, **fast)
+        ms.tl.fit(synth, "cell_type", mask_var={"rna": "hvg"}, **fast)
     with pytest.raises(ValueError, match="feature_scaling must be one of"):
-        ms.tl.fit(bmmc, "cell_type", feature_scaling="log", **fast)
+        ms.tl.fit(synth, "cell_type", feature_scaling="log", **fast)
 
 
-def test_mask_var_restricts_features(bmmc, fast):
-    bmmc["rna"].var["first"] = np.arange(bmmc["rna"].n_vars) < 100
-    model = ms.tl.fit(bmmc, "cell_type", mask_var={"rna": "first"}, **fast)
+def test_mask_var_restricts_features(synth, fast):
+    synth["rna"].var["first"] = np.arange(synth["rna"].n_vars) < 100
+    model = ms.tl.fit(synth, "cell_type", mask_var={"rna": "first"}, **fast)
     assert len(model.features_["rna"]) == 100
-    info = bmmc["rna"].var["mmdyn_informativeness"]
+    info = synth["rna"].var["mmdyn_informativeness"]
     assert info.iloc[:100].notna().all() and info.iloc[100:].isna().all()
 
 
@@ -99,14 +98,14 @@ def _mudata(**modalities):
         return md.MuData(modalities)
 
 
-def test_single_cell_class_is_trained_on_with_a_warning(bmmc):
-    name = "Transitional B"
-    labels = bmmc.obs["cell_type"].copy()
+def test_single_cell_class_is_trained_on_with_a_warning(synth):
+    name = "type_1"
+    labels = synth.obs["cell_type"].copy()
     members = np.flatnonzero(labels.to_numpy() == name)
     labels.iloc[members[1:]] = np.nan
-    bmmc.obs["one_transitional"] = labels
+    synth.obs["one_of_type_1"] = labels
     with pytest.warns(UserWarning) as record:
-        model = ms.tl.fit(bmmc, "one_transitional", **TINY)
+        model = ms.tl.fit(synth, "one_of_type_1", **TINY)
     messages = [str(w.message) for w in record if "single labelled cell" in str(w.message)]
     assert len(messages) == 1, [str(w.message) for w in record]
     assert re.search(rf"Class '{re.escape(name)}' has a single labelled "
@@ -114,8 +113,8 @@ def test_single_cell_class_is_trained_on_with_a_warning(bmmc):
                      messages[0])
     assert members[0] in model.train_indices
     assert members[0] not in model.validation_indices
-    assert bmmc.obs["mmdyn_split"].iloc[members[0]] == "train"
-    assert np.isfinite(bmmc.obsm["mmdyn_proba"].to_numpy()).all()
+    assert synth.obs["mmdyn_split"].iloc[members[0]] == "train"
+    assert np.isfinite(synth.obsm["mmdyn_proba"].to_numpy()).all()
 
 
 def test_single_cell_class_split_names_the_class():
@@ -131,33 +130,33 @@ def test_single_cell_class_split_names_the_class():
 
 
 @pytest.mark.parametrize("missing", [np.nan, None])
-def test_all_labels_missing(bmmc, missing):
-    bmmc.obs["nothing"] = pd.Series([missing] * bmmc.n_obs, index=bmmc.obs_names, dtype=object)
+def test_all_labels_missing(synth, missing):
+    synth.obs["nothing"] = pd.Series([missing] * synth.n_obs, index=synth.obs_names, dtype=object)
     with pytest.raises(ValueError,
-                       match=rf"Labels key 'nothing': all {bmmc.n_obs} cells are unlabeled"):
-        ms.tl.fit(bmmc, "nothing", **TINY)
-    bmmc.obs["nothing_cat"] = pd.Categorical([np.nan] * bmmc.n_obs, categories=["T", "B"])
-    with pytest.raises(ValueError, match=rf"all {bmmc.n_obs} cells are unlabeled"):
-        ms.tl.fit(bmmc, "nothing_cat", **TINY)
+                       match=rf"Labels key 'nothing': all {synth.n_obs} cells are unlabeled"):
+        ms.tl.fit(synth, "nothing", **TINY)
+    synth.obs["nothing_cat"] = pd.Categorical([np.nan] * synth.n_obs, categories=["T", "B"])
+    with pytest.raises(ValueError, match=rf"all {synth.n_obs} cells are unlabeled"):
+        ms.tl.fit(synth, "nothing_cat", **TINY)
 
 
-def test_modalities_sharing_no_cell(bmmc):
+def test_modalities_sharing_no_cell(synth):
     n_rna = 200
-    mdata = _mudata(rna=bmmc["rna"][:n_rna].copy(), prot=bmmc["prot"][n_rna:].copy())
-    mdata.obs["cell_type"] = bmmc.obs["cell_type"].reindex(mdata.obs_names)
-    n_prot = bmmc.n_obs - n_rna
+    mdata = _mudata(rna=synth["rna"][:n_rna].copy(), prot=synth["prot"][n_rna:].copy())
+    mdata.obs["cell_type"] = synth.obs["cell_type"].reindex(mdata.obs_names)
+    n_prot = synth.n_obs - n_rna
     with pytest.raises(ValueError, match=rf"Modalities 'rna' \({n_rna} cells\) and 'prot' "
                                          rf"\({n_prot} cells\) share no cell"):
         ms.tl.fit(mdata, "cell_type", **TINY)
 
 
-def test_modalities_linked_through_a_third_are_accepted(bmmc):
+def test_modalities_linked_through_a_third_are_accepted(synth):
     """prot and adt share no cell, but both share cells with rna: a valid mosaic."""
-    prot = bmmc["prot"]
-    mdata = _mudata(rna=bmmc["rna"].copy(), prot=prot[:200].copy(), adt=prot[200:].copy())
+    prot = synth["prot"]
+    mdata = _mudata(rna=synth["rna"].copy(), prot=prot[:200].copy(), adt=prot[200:].copy())
     resolved = resolve_setup(mdata, None, None, None, None, None, ["a", "b"])
     assert resolved["modalities"] == ["rna", "prot", "adt"]
-    mdata = _mudata(rna=bmmc["rna"][:100].copy(), prot=prot[200:300].copy(),
+    mdata = _mudata(rna=synth["rna"][:100].copy(), prot=prot[200:300].copy(),
                     adt=prot[250:].copy())
     with pytest.raises(ValueError, match=r"Modalities 'rna' \(100 cells\) and 'prot' "
                                          r"\(100 cells\) share no cell.*\[\['rna'\], "
@@ -165,29 +164,29 @@ def test_modalities_linked_through_a_third_are_accepted(bmmc):
         resolve_setup(mdata, None, None, None, None, None, ["a", "b"])
 
 
-def test_duplicate_cell_names(bmmc):
-    prot = bmmc["prot"].copy()
+def test_duplicate_cell_names(synth):
+    prot = synth["prot"].copy()
     prot.obs_names = [prot.obs_names[0], *prot.obs_names[:-1]]
     duplicated = prot.obs_names[0]
-    mdata = _mudata(rna=bmmc["rna"].copy(), prot=prot)
-    mdata.obs["cell_type"] = bmmc.obs["cell_type"].reindex(mdata.obs_names).to_numpy()
+    mdata = _mudata(rna=synth["rna"].copy(), prot=prot)
+    mdata.obs["cell_type"] = synth.obs["cell_type"].reindex(mdata.obs_names).to_numpy()
     with pytest.raises(ValueError, match=rf"Modality 'prot' has 1 duplicate cell name\(s\) "
                                          rf"\(obs_names\): \['{duplicated}'\]"):
         ms.tl.fit(mdata, "cell_type", **TINY)
     # Unique in every modality, repeated in mdata.obs_names.
-    names = list(bmmc.obs_names)
-    bmmc.obs.index = [names[1], *names[1:]]
+    names = list(synth.obs_names)
+    synth.obs.index = [names[1], *names[1:]]
     with pytest.raises(ValueError, match=rf"mdata has 1 duplicate cell name\(s\) \(obs_names\): "
                                          rf"\['{names[1]}'\]"):
-        ms.tl.fit(bmmc, "cell_type", **TINY)
+        ms.tl.fit(synth, "cell_type", **TINY)
 
 
-def test_duplicate_feature_names_within_a_modality(bmmc):
-    prot = bmmc["prot"].copy()
+def test_duplicate_feature_names_within_a_modality(synth):
+    prot = synth["prot"].copy()
     names = list(prot.var_names)
     prot.var_names = [names[0], names[0], *names[2:]]
-    mdata = _mudata(rna=bmmc["rna"].copy(), prot=prot)
-    mdata.obs["cell_type"] = bmmc.obs["cell_type"].to_numpy()
+    mdata = _mudata(rna=synth["rna"].copy(), prot=prot)
+    mdata.obs["cell_type"] = synth.obs["cell_type"].to_numpy()
     with pytest.raises(ValueError, match=rf"Modality 'prot' has 1 duplicate feature name\(s\) "
                                          rf"\(var_names\): \['{names[0]}'\]"):
         ms.tl.fit(mdata, "cell_type", **TINY)
@@ -199,13 +198,13 @@ def test_duplicate_feature_names_within_a_modality(bmmc):
     assert list(aligned.mdata["prot"].var_names) == names[2:]
 
 
-def test_same_feature_name_in_two_modalities_and_unpaired_query(bmmc):
+def test_same_feature_name_in_two_modalities_and_unpaired_query(synth):
     """A gene and a protein of the same name, then a query whose modalities share no cell."""
-    rna, prot = bmmc["rna"].copy(), bmmc["prot"].copy()
+    rna, prot = synth["rna"].copy(), synth["prot"].copy()
     gene = next(g for g in rna.var_names if g not in set(prot.var_names))
     prot.var_names = [gene, *prot.var_names[1:]]
     mdata = _mudata(rna=rna, prot=prot)
-    mdata.obs["cell_type"] = bmmc.obs["cell_type"].to_numpy()
+    mdata.obs["cell_type"] = synth.obs["cell_type"].to_numpy()
     model = ms.tl.fit(mdata, "cell_type", **TINY)
     assert gene in model.features_["rna"] and model.features_["prot"][0] == gene
     assert mdata["prot"].varm["mmdyn_feature_weights"].index[0] == gene
@@ -216,7 +215,7 @@ def test_same_feature_name_in_two_modalities_and_unpaired_query(bmmc):
     query = _mudata(rna=rna[:200].copy(), prot=prot[200:].copy())
     ms.tl.predict(query, model)
     proba = query.obsm["mmdyn_proba"].to_numpy()
-    assert proba.shape == (bmmc.n_obs, len(model.classes_)) and np.isfinite(proba).all()
+    assert proba.shape == (synth.n_obs, len(model.classes_)) and np.isfinite(proba).all()
     confidence = query.obsm["mmdyn_confidence"]
     assert confidence["prot"].iloc[:200].isna().all() and confidence["rna"].iloc[200:].isna().all()
 
@@ -281,13 +280,13 @@ def test_non_numeric_matrix(values):
         ms.tl.fit(mdata, "cell_type", **TINY)
 
 
-def test_empty_modality(bmmc):
-    prot = bmmc["prot"]
-    no_features = _mudata(rna=bmmc["rna"].copy(), prot=prot[:, []].copy())
-    no_features.obs["cell_type"] = bmmc.obs["cell_type"].to_numpy()
+def test_empty_modality(synth):
+    prot = synth["prot"]
+    no_features = _mudata(rna=synth["rna"].copy(), prot=prot[:, []].copy())
+    no_features.obs["cell_type"] = synth.obs["cell_type"].to_numpy()
     with pytest.raises(ValueError, match=r"Modality 'prot' has no features \(0 variables\)"):
         ms.tl.fit(no_features, "cell_type", **TINY)
-    no_cells = _mudata(rna=bmmc["rna"].copy(), prot=prot[[]].copy())
-    no_cells.obs["cell_type"] = bmmc.obs["cell_type"].to_numpy()
+    no_cells = _mudata(rna=synth["rna"].copy(), prot=prot[[]].copy())
+    no_cells.obs["cell_type"] = synth.obs["cell_type"].to_numpy()
     with pytest.raises(ValueError, match=r"Modality 'prot' has no cells \(0 observations\)"):
         ms.tl.fit(no_cells, "cell_type", **TINY)

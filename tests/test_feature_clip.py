@@ -1,4 +1,5 @@
-"""feature_clip: z-scored inputs clipped to [-c, c] (recipe "default": 5), on real BMMC data."""
+"""feature_clip: z-scored inputs clipped to [-c, c] (recipe "default": 5); real BMMC genes for the
+clip's effect, synthetic CITE-seq for the options and errors."""
 
 import numpy as np
 import pytest
@@ -43,14 +44,14 @@ def test_default_recipe_clips_the_z_scores_of_real_genes(bmmc, fast):
     torch.testing.assert_close(raw.clamp(-5, 5), clipped)
 
 
-def test_no_clip_and_other_scalings(bmmc, fast):
-    model = ms.tl.fit(bmmc, "cell_type", feature_clip=None, **fast)
+def test_no_clip_and_other_scalings(synth, fast):
+    model = ms.tl.fit(synth, "cell_type", feature_clip=None, **fast)
     assert model.feature_clip is None and model.module.branches[0].scaler.clip is None
-    assert scaled_training_inputs(model, bmmc, 0).abs().max() > 5
+    assert scaled_training_inputs(model, synth, 0).abs().max() > 5  # rarely expressed genes
     # Another scaling without feature_clip drops the recipe's clip with the z-scores.
-    model = ms.tl.fit(bmmc, "cell_type", feature_scaling="minmax", key_added="mm", **fast)
+    model = ms.tl.fit(synth, "cell_type", feature_scaling="minmax", key_added="mm", **fast)
     assert model.feature_clip is None
-    assert bmmc.uns["mm"]["model_params"]["feature_scaling"] == "minmax"
+    assert synth.uns["mm"]["model_params"]["feature_scaling"] == "minmax"
 
 
 @pytest.mark.parametrize(("options", "error", "message"), [
@@ -63,7 +64,7 @@ def test_no_clip_and_other_scalings(bmmc, fast):
     ({"feature_clip": "3"}, TypeError, r"feature_clip must be None or a positive number, got str"),
     ({"feature_clip": True}, TypeError, r"got bool"),
 ])
-def test_bad_feature_clip(bmmc, fast, options, error, message):
+def test_bad_feature_clip(synth, fast, options, error, message):
     with pytest.raises(error, match=message):
-        ms.tl.fit(bmmc, "cell_type", **options, **fast)
-    assert "mmdyn" not in bmmc.uns
+        ms.tl.fit(synth, "cell_type", **options, **fast)
+    assert "mmdyn" not in synth.uns

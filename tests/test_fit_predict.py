@@ -1,6 +1,8 @@
-"""tl.fit / tl.predict on real BMMC CITE-seq: the contract of stored keys, switches, recipes."""
+"""tl.fit / tl.predict: the contract of stored keys on real BMMC CITE-seq (one shared fit);
+switches, recipes, copies, seeds and save/load on synthetic CITE-seq."""
 
 import hashlib
+from types import SimpleNamespace
 
 import mudata as md
 import numpy as np
@@ -68,103 +70,113 @@ def _check_contract(mdata, model, key="mmdyn", roles=("train", "validation")):
     assert "train_loss" in uns["history"]
 
 
-def test_fit_predict_writes_the_contract(bmmc_donors, tmp_path, fast):
-    train, query = bmmc_donors
-    query_before = _digest(query)
-    train_before = _digest(train)
-    obs_columns = {id(query): set(query.obs.columns), id(train): set(train.obs.columns)}
-    model = ms.tl.fit(train, "cell_type", seed=0, **fast)
+#: conftest's ``fast`` options, for the module-scoped fit.
+FAST = {"max_epochs": 4, "n_hidden": 32, "enable_progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def bmmc_fitted(_bmmc_prepared):
+    """Real BMMC: tl.fit on donor s1d1, tl.predict on donor s1d2, and what both were before.
+
+    One fit for the tests that only read its results (they must not change them).
+    """
+    donors = _bmmc_prepared.obs["batch"]
+    train = _bmmc_prepared[donors == "s1d1"].copy()
+    query = _bmmc_prepared[donors == "s1d2"].copy()
+    before = {"train": _digest(train), "query": _digest(query)}
+    obs_columns = {"train": set(train.obs.columns), "query": set(query.obs.columns)}
+    model = ms.tl.fit(train, "cell_type", seed=0, **FAST)
+    ms.tl.predict(query, model)
+    return SimpleNamespace(train=train, query=query, model=model, before=before,
+                           obs_columns=obs_columns)
+
+
+def test_fit_predict_writes_the_contract(bmmc_fitted):
+    train, query, model = bmmc_fitted.train, bmmc_fitted.query, bmmc_fitted.model
     _check_contract(train, model)
     assert {"train", "validation"} <= set(train.uns["mmdyn"]["metrics"])
-    assert len(train.uns["mmdyn"]["history"]["train_loss"]) == fast["max_epochs"]
+    assert len(train.uns["mmdyn"]["history"]["train_loss"]) == FAST["max_epochs"]
 
-    ms.tl.predict(query, model)
     _check_contract(query, model, roles=("query",))
     assert (query.obs["mmdyn_split"] == "query").all()
     assert 0.0 <= query.uns["mmdyn"]["metrics"]["query"]["accuracy"] <= 1.0
 
     # Only documented keys were added; nothing that was there changed.
-    for before, mdata in ((train_before, train), (query_before, query)):
-        after = _digest(mdata)
+    for name, mdata in (("train", train), ("query", query)):
+        before, after = bmmc_fitted.before[name], _digest(mdata)
         changed = {k for k in before if before[k] != after.get(k)}
         assert changed <= {"obs", "obsm_keys", "uns_keys", "rna.var", "prot.var",
                            "rna.varm_keys", "prot.varm_keys"}
         assert not any(k.startswith("_scvi") for k in mdata.uns)
-        obs_new = set(mdata.obs.columns) - obs_columns[id(mdata)]
+        obs_new = set(mdata.obs.columns) - bmmc_fitted.obs_columns[name]
         assert obs_new == {"mmdyn_prediction", "mmdyn_split"}
         for mod in ("rna", "prot"):
             assert set(mdata[mod].layers) - {None} == {"counts", "mmdyn_prepared"}
 
-    # Everything written survives h5mu.
-    path = tmp_path / "annotated.h5mu"
-    query.write_h5mu(path)
-    back = md.read_h5mu(path)
-    pd.testing.assert_frame_equal(back.obsm["mmdyn_proba"], query.obsm["mmdyn_proba"])
-    assert back.obs["mmdyn_prediction"].equals(query.obs["mmdyn_prediction"])
-    assert list(back.uns["mmdyn"]["classes"]) == model.classes_
 
-
-def test_copy_semantics(bmmc_donors, fast):
-    train, query = bmmc_donors
+def test_copy_semantics(synth_batches, synth_fitted, fast):
+    """As scanpy's copy=True: the annotated copy is returned and the input stays as it was."""
+    train, _ = synth_batches
+    _, query, model = synth_fitted
     before = _digest(train)
-    annotated, model = ms.tl.fit(train, "cell_type", copy=True, **fast)
+    annotated = ms.tl.fit(train, "cell_type", copy=True, **fast)
     assert _digest(train) == before
-    assert "mmdyn_proba" in annotated.obsm
+    assert isinstance(annotated, md.MuData) and "mmdyn_proba" in annotated.obsm
     out = ms.tl.predict(query, model, key_added="other", copy=True)
     assert "other_proba" in out.obsm and "other_proba" not in query.obsm
 
 
 @pytest.mark.parametrize("fi", [True, False])
 @pytest.mark.parametrize("mi", [True, False])
-def test_fi_mi_ablations_train(bmmc, fi, mi, fast):
-    model = ms.tl.fit(bmmc, "cell_type", feature_informativeness=fi,
+def test_fi_mi_ablations_train(synth, fi, mi, fast):
+    model = ms.tl.fit(synth, "cell_type", feature_informativeness=fi,
                       modality_informativeness=mi, confidence="tcp", **fast)  # has a loss term
-    _check_contract(bmmc, model)
-    conf = bmmc.obsm["mmdyn_confidence"]
+    _check_contract(synth, model)
+    conf = synth.obsm["mmdyn_confidence"]
     if not mi:  # MM static: every present modality has weight 1
         assert (conf == 1.0).all().all()
-    fw = bmmc["rna"].varm["mmdyn_feature_weights"]
+    fw = synth["rna"].varm["mmdyn_feature_weights"]
     assert ((fw == 1.0).all().all()) == (not fi)
-    history = bmmc.uns["mmdyn"]["history"]
+    history = synth.uns["mmdyn"]["history"]
     assert (np.asarray(history["train_loss_sparsity"]) > 0).all() == fi
     assert (np.asarray(history["train_loss_confidence"]) > 0).all() == mi
 
 
-def test_paper_recipe_runs(bmmc):
-    model = ms.tl.fit(bmmc, "cell_type", recipe="paper", max_epochs=3, n_hidden=64,
+def test_paper_recipe_runs(synth):
+    model = ms.tl.fit(synth, "cell_type", recipe="paper", max_epochs=3, n_hidden=64,
                       enable_progress_bar=False)
-    params = bmmc.uns["mmdyn"]["train_params"]
-    assert params["batch_size"] == bmmc.n_obs  # every training cell in every step
+    params = synth.uns["mmdyn"]["train_params"]
+    assert params["batch_size"] == synth.n_obs  # every training cell in every step
     assert params["train_size"] == 1.0 and params["lr"] == 1e-4 and params["lr_step_size"] == 500
     assert not params["early_stopping"]
-    assert (bmmc.obs["mmdyn_split"] == "train").all()
+    assert (synth.obs["mmdyn_split"] == "train").all()
     assert model.module.class_weights.eq(1).all()
     scaler = model.module.branches[0].scaler
     assert (scaler.scale != 1).any()  # min-max scaling fitted on the training cells
     assert scaler.clip is None and model.feature_clip is None  # the original: no clipping
 
 
-def test_unlabeled_cells_are_predicted_not_trained(bmmc, fast):
+def test_unlabeled_cells_are_predicted_not_trained(synth, fast):
     rng = np.random.default_rng(0)
-    labels = bmmc.obs["cell_type"].copy()
-    hidden = rng.choice(bmmc.n_obs, 60, replace=False)
+    labels = synth.obs["cell_type"].copy()
+    hidden = rng.choice(synth.n_obs, 60, replace=False)
     labels.iloc[hidden] = np.nan
-    bmmc.obs["partial"] = labels
-    model = ms.tl.fit(bmmc, "partial", **fast)
-    split = bmmc.obs["mmdyn_split"].to_numpy()
+    synth.obs["partial"] = labels
+    model = ms.tl.fit(synth, "partial", **fast)
+    split = synth.obs["mmdyn_split"].to_numpy()
     assert (split[hidden] == "unlabeled").all()
     assert not np.isin(hidden, model.train_indices).any()
-    assert bmmc.obsm["mmdyn_tcp_true"].iloc[hidden].isna().all().all()
-    assert bmmc.obs["mmdyn_prediction"].iloc[hidden].notna().all()
+    assert synth.obsm["mmdyn_tcp_true"].iloc[hidden].isna().all().all()
+    assert synth.obs["mmdyn_prediction"].iloc[hidden].notna().all()
 
 
-def test_unpaired_modalities(bmmc, fast):
+def test_unpaired_modalities(synth, fast):
     """Protein for 70% of the cells, in shuffled order: fit, predict, NaN confidence."""
     rng = np.random.default_rng(1)
-    keep = rng.permutation(bmmc.n_obs)[: int(0.7 * bmmc.n_obs)]
+    keep = rng.permutation(synth.n_obs)[: int(0.7 * synth.n_obs)]
     with mudata_options():
-        mdata = md.MuData({"rna": bmmc["rna"].copy(), "prot": bmmc["prot"][keep].copy()})
-    mdata.obs["cell_type"] = bmmc.obs["cell_type"].reindex(mdata.obs_names)
+        mdata = md.MuData({"rna": synth["rna"].copy(), "prot": synth["prot"][keep].copy()})
+    mdata.obs["cell_type"] = synth.obs["cell_type"].reindex(mdata.obs_names)
     model = ms.tl.fit(mdata, "cell_type", **fast)
     conf = mdata.obsm["mmdyn_confidence"]
     has_prot = mdata.obs_names.isin(mdata["prot"].obs_names)
@@ -179,10 +191,10 @@ def test_unpaired_modalities(bmmc, fast):
                                   check_exact=False, atol=1e-5)
 
 
-def test_same_seed_same_predictions(bmmc_donors, fast):
-    train, query = bmmc_donors
-    model_1 = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast)
-    model_2 = ms.tl.fit(train.copy(), "cell_type", seed=3, **fast)
+def test_same_seed_same_predictions(synth_fitted, synth_batches, fast):
+    _, query, model_1 = synth_fitted  # seed 0, fitted earlier in the session
+    train, _ = synth_batches
+    model_2 = ms.tl.fit(train.copy(), "cell_type", seed=0, **fast)
     first, second = model_1.predict(query, soft=True), model_2.predict(query, soft=True)
     # Bit-identical: weights and predictions, not just close.
     pd.testing.assert_frame_equal(first, second, check_exact=True)
@@ -193,9 +205,8 @@ def test_same_seed_same_predictions(bmmc_donors, fast):
     assert not np.allclose(first.to_numpy(), other.to_numpy())
 
 
-def test_save_load_round_trip(bmmc_donors, tmp_path, fast):
-    train, query = bmmc_donors
-    model = ms.tl.fit(train, "cell_type", **fast)
+def test_save_load_round_trip(synth_fitted, tmp_path):
+    _, query, model = synth_fitted
     expected = model.predict(query, soft=True)
     model.save(tmp_path / "model", overwrite=True)
     # The query's features in another order: matched by name.
@@ -220,8 +231,8 @@ def test_save_load_round_trip(bmmc_donors, tmp_path, fast):
             == expected.idxmax(1).to_numpy()).all()
 
 
-def test_model_api(bmmc_donors):
-    train, query = bmmc_donors
+def test_model_api(synth_batches):
+    train, query = synth_batches
     ms.MMDynamics.setup_mudata(train, labels_key="cell_type", modalities=["rna", "prot"])
     assert not any(k.startswith("_scvi") for k in train.uns)
     model = ms.MMDynamics(train, n_hidden={"rna": 32, "prot": 16})
@@ -252,13 +263,12 @@ def _assert_same_uns(a, b, path="uns"):
             assert a_arr.astype(str).tolist() == b_arr.astype(str).tolist(), path
 
 
-def test_everything_written_survives_h5mu(bmmc_donors, tmp_path, fast):
-    """Every key tl.fit and tl.predict write, read back from .h5mu: values, dtypes, categories."""
-    train, query = bmmc_donors
-    model = ms.tl.fit(train, "cell_type", **fast)
-    ms.tl.predict(query, model, key_added="query")
-    for mdata, key in ((train, "mmdyn"), (query, "query")):
-        path = tmp_path / f"{key}.h5mu"
+def test_everything_written_survives_h5mu(bmmc_fitted, tmp_path):
+    """Every key tl.fit and tl.predict write on real BMMC, read back from .h5mu: values, dtypes,
+    categories."""
+    model, key = bmmc_fitted.model, "mmdyn"
+    for name, mdata in (("train", bmmc_fitted.train), ("query", bmmc_fitted.query)):
+        path = tmp_path / f"{name}.h5mu"
         with mudata_options():
             mdata.write_h5mu(path)
         back = md.read_h5mu(path)

@@ -1,4 +1,5 @@
-"""The image branch's input scaling and patch-gate sparsity: fitted, warmed up, gate kept open."""
+"""The image branch's input scaling and patch-gate sparsity: fitted, warmed up, gate kept open
+(synthetic images of conftest; the gate staying open on real BCCD crops)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def image_only(images) -> md.MuData:
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
-def test_channel_scaling_matches_numpy(bccd32, dtype):
-    images = bccd32.obsm["image"]
+def test_channel_scaling_matches_numpy(synth_images, dtype):
+    images = synth_images.obsm["image"]
     if dtype == "float32":
         images = images.astype(np.float32) / 255
     rows = np.arange(0, len(images), 3)
@@ -41,16 +42,16 @@ def test_channel_scaling_matches_numpy(bccd32, dtype):
         fit_channel_scaling(images, rows, "zscore")
 
 
-def test_fit_stores_the_training_images_channel_scaling(bccd32):
-    mdata = image_only(bccd32)
+def test_fit_stores_the_training_images_channel_scaling(synth_images):
+    mdata = image_only(synth_images)
     model = ms.tl.fit(mdata, "label", max_epochs=1, n_hidden=8, enable_progress_bar=False,
                       image_options=SMALL, seed=0)
     scaler = model.module.branches[0].scaler
     train = np.sort(model.train_indices)
-    mean, std = fit_channel_scaling(bccd32.obsm["image"], train, "standard")
+    mean, std = fit_channel_scaling(synth_images.obsm["image"], train, "standard")
     np.testing.assert_allclose(scaler.shift.numpy(), mean, rtol=1e-6)
     np.testing.assert_allclose(scaler.scale.numpy(), std, rtol=1e-6)
-    assert np.array_equal(mdata["image"].obsm["image"], bccd32.obsm["image"])  # data untouched
+    assert np.array_equal(mdata["image"].obsm["image"], synth_images.obsm["image"])  # untouched
 
 
 def test_image_options_validate_the_gate_settings():
@@ -89,8 +90,8 @@ def test_gate_is_held_during_warmup():
     assert no_warmup.sparsity_weight == DEFAULT_IMAGE_OPTIONS["gate_sparsity"]
 
 
-def test_paper_recipe_trains_the_gate_from_the_first_step(bccd32):
-    mdata = image_only(bccd32[:40])
+def test_paper_recipe_trains_the_gate_from_the_first_step(synth_images):
+    mdata = image_only(synth_images[::3])  # 40 images, every class
     model = ms.tl.fit(mdata, "label", recipe="paper", max_epochs=1, n_hidden=8,
                       enable_progress_bar=False, image_options=SMALL)
     assert model.module.branches[0].options["gate_warmup"] == 0
@@ -102,14 +103,17 @@ def test_paper_recipe_trains_the_gate_from_the_first_step(bccd32):
         ms.tl.fit(mdata, "label", image_options=[("patch_size", 4)])
 
 
+@pytest.mark.slow
 def test_patch_gate_stays_open_and_uneven_on_real_images(bccd32):
     """Regression: trained from the first step, the gate shut every patch of every BCCD image.
 
-    Default gate settings, 30 epochs of batch 32 (about 210 steps) at 32 px: most heatmaps
-    must be open (some patch > 0.1) and vary within the image.
+    Default gate settings, 20 epochs of batch 32 (about 200 steps: the 100 of the warmup, then 100
+    that train the gate) at 32 px: most heatmaps must be open (some patch > 0.1) and vary
+    within the image. With ``gate_warmup=0`` every heatmap is shut here (measured 2026-12-06:
+    no image open after 12 or 20 epochs; with the warmup all are, median spread 0.17).
     """
     mdata = image_only(bccd32)
-    ms.tl.fit(mdata, "label", max_epochs=30, batch_size=32, n_hidden=64,
+    ms.tl.fit(mdata, "label", max_epochs=20, batch_size=32, n_hidden=64,
               modality_informativeness=False, early_stopping=False, seed=0,
               enable_progress_bar=False, image_options={"patch_size": 4})
     heatmap = mdata["image"].obsm["mmdyn_heatmap"]

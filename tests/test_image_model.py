@@ -1,4 +1,6 @@
-"""Image MM dynamics end to end on real BCCD crops: image only, tri-modal, predict, save/load."""
+"""Image MM dynamics end to end on conftest's synthetic images: image only, tri-modal (synthetic
+CITE-seq with images paired by label), predict, save/load, errors. Real BCCD crops: test_images.py,
+test_image_gate.py, test_pl_heatmaps.py and benchmarks/images.py."""
 
 from __future__ import annotations
 
@@ -16,14 +18,6 @@ IMAGE_OPTIONS = {"patch_size": 4, "unet_channels": 4, "encoder_width": 8, "encod
 FIT = {"max_epochs": 2, "n_hidden": 16, "enable_progress_bar": False,
        "image_options": IMAGE_OPTIONS}
 
-#: BMMC cell types -> BCCD image classes, as the 2411.00725 study paired them (by label).
-MAPPING = {
-    "CD14+ Mono": "Monocyte",
-    "CD4+ T naive": "Lymphocyte",
-    "CD8+ T naive": "Lymphocyte",
-    "NK": "Lymphocyte",
-}
-
 
 def image_only(images: ad.AnnData) -> md.MuData:
     mdata = md.MuData({"image": images.copy()})
@@ -37,21 +31,6 @@ def split_by_rank(images: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(rank % 2 == 0), np.flatnonzero(rank % 2 == 1)
 
 
-@pytest.fixture(scope="module")
-def trimodal(_bmmc_prepared, bccd32):
-    """(donor s1d1, donor s1d2) BMMC cells with BCCD images paired by label.
-
-    Images alternate between the donors within each class, so the second donor's cells get
-    images never used in training. Cell types outside ``MAPPING`` stay without an image.
-    """
-    bmmc = _bmmc_prepared
-    rank = bccd32.obs.groupby("label").cumcount().to_numpy()
-    groups = np.where(rank % 2 == 0, "s1d1", "s1d2")
-    paired = ms.pp.pair_images_by_label(bmmc, bccd32, MAPPING, cell_groups="batch",
-                                        image_groups=groups, seed=0)
-    return tuple(paired[paired.obs["batch"] == donor].copy() for donor in ("s1d1", "s1d2"))
-
-
 def check_image_outputs(mdata: md.MuData, key: str = "mmdyn", grid: int = 8) -> np.ndarray:
     heatmap = mdata["image"].obsm[f"{key}_heatmap"]
     assert heatmap.shape == (mdata["image"].n_obs, grid, grid) and heatmap.dtype == np.float32
@@ -63,8 +42,8 @@ def check_image_outputs(mdata: md.MuData, key: str = "mmdyn", grid: int = 8) -> 
     return heatmap
 
 
-def test_image_only_fit_writes_heatmaps_and_leaves_images_alone(bccd32):
-    mdata = image_only(bccd32)
+def test_image_only_fit_writes_heatmaps_and_leaves_images_alone(synth_images):
+    mdata = image_only(synth_images)
     images = mdata["image"].obsm["image"]
     before = images.copy()
     model = ms.tl.fit(mdata, "label", **FIT)
@@ -72,7 +51,7 @@ def test_image_only_fit_writes_heatmaps_and_leaves_images_alone(bccd32):
     np.testing.assert_array_equal(images, before)
     check_image_outputs(mdata)
     proba = mdata.obsm["mmdyn_proba"]
-    assert proba.shape == (351, 5) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert proba.shape == (120, 4) and np.allclose(proba.sum(1), 1, atol=1e-5)
     confidence = mdata.obsm["mmdyn_confidence"]
     assert list(confidence.columns) == ["image"] and np.isfinite(confidence.to_numpy()).all()
     assert "mmdyn_feature_weights" not in mdata["image"].varm
@@ -80,16 +59,16 @@ def test_image_only_fit_writes_heatmaps_and_leaves_images_alone(bccd32):
     assert "n_features" in mdata.uns["mmdyn"] and "image" not in mdata.uns["mmdyn"]["n_features"]
 
 
-def test_image_heatmaps_follow_the_patch_size(bccd32):
-    mdata = image_only(bccd32[:60])
+def test_image_heatmaps_follow_the_patch_size(synth_images):
+    mdata = image_only(synth_images[::2])
     ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1,
                                  "image_options": {**IMAGE_OPTIONS, "patch_size": 8}})
     check_image_outputs(mdata, grid=4)
 
 
 @pytest.mark.parametrize("fi,mi", [(False, True), (False, False), (True, False)])
-def test_image_ablations_train(bccd32, fi, mi):
-    mdata = image_only(bccd32[:80])
+def test_image_ablations_train(synth_images, fi, mi):
+    mdata = image_only(synth_images[::2])
     ms.tl.fit(mdata, "label", feature_informativeness=fi, modality_informativeness=mi,
               **{**FIT, "max_epochs": 1})
     assert ("mmdyn_heatmap" in mdata["image"].obsm) == fi
@@ -97,22 +76,22 @@ def test_image_ablations_train(bccd32, fi, mi):
     assert np.isfinite(mdata.obsm["mmdyn_proba"].to_numpy()).all()
 
 
-def test_image_predicts_new_cells_and_uint8_equals_float32(bccd32):
-    train_rows, query_rows = split_by_rank(bccd32)
-    train, query = image_only(bccd32[train_rows]), image_only(bccd32[query_rows])
+def test_image_predicts_new_cells_and_uint8_equals_float32(synth_images):
+    train_rows, query_rows = split_by_rank(synth_images)
+    train, query = image_only(synth_images[train_rows]), image_only(synth_images[query_rows])
     model = ms.tl.fit(train, "label", **FIT)
     ms.tl.predict(query, model)
     check_image_outputs(query)
     assert set(query.obs["mmdyn_split"]) == {"query"}
     # The same images stored as float32 in [0, 1] give the same probabilities.
-    as_float = image_only(bccd32[query_rows])
+    as_float = image_only(synth_images[query_rows])
     as_float["image"].obsm["image"] = as_float["image"].obsm["image"].astype(np.float32) / 255
     proba = model.predict(as_float, soft=True).to_numpy()
     np.testing.assert_allclose(proba, query.obsm["mmdyn_proba"].to_numpy(), atol=1e-5)
 
 
-def test_trimodal_fit_predict_save_load(trimodal, tmp_path):
-    train, query = trimodal
+def test_trimodal_fit_predict_save_load(synth_trimodal, tmp_path):
+    train, query = synth_trimodal
     assert set(train.mod) == {"rna", "prot", "image"}
     assert train["image"].n_obs < train.n_obs  # some cell types have no image class
     model = ms.tl.fit(train, "cell_type", **FIT)
@@ -144,8 +123,8 @@ def test_trimodal_fit_predict_save_load(trimodal, tmp_path):
     assert back.uns["mmdyn"]["images"]["image"]["patch_size"] == 4
 
 
-def test_trimodal_query_without_images(trimodal):
-    train, query = trimodal
+def test_trimodal_query_without_images(synth_trimodal):
+    train, query = synth_trimodal
     model = ms.tl.fit(train, "cell_type", **{**FIT, "max_epochs": 1, "modality_dropout": 0.3})
     without = md.MuData({"rna": query["rna"].copy(), "prot": query["prot"].copy()})
     ms.tl.predict(without, model)
@@ -172,30 +151,29 @@ def test_image_flips_only_in_training():
     torch.testing.assert_close(branch(images)["logits"], trained["logits"])  # seeded
 
 
-def test_image_errors(bccd32, bccd_root):
-    mdata = image_only(bccd32[:40])
-    wrong_rank = image_only(bccd32[:40])
+def test_image_errors(synth_images, make_synth_images):
+    subset = synth_images[::3]  # 40 images, every class
+    mdata = image_only(subset)
+    wrong_rank = image_only(subset)
     wrong_rank["image"].obsm["image"] = wrong_rank["image"].obsm["image"][:, 0]
     with pytest.raises(ValueError, match="3-D.*expected 4-D.*images\\[:, None\\]"):
         ms.tl.fit(wrong_rank, "label", **FIT)
-    wide = image_only(bccd32[:40])
+    wide = image_only(subset)
     wide["image"].obsm["image"] = np.concatenate([wide["image"].obsm["image"]] * 2, axis=3)
     with pytest.raises(ValueError, match="32 x 64 images; the model needs square images"):
         ms.tl.fit(wide, "label", **FIT)
     with pytest.raises(ValueError, match="layers names image modalities"):
-        ms.tl.fit(image_only(bccd32[:40]), "label", layers={"image": "counts"}, **FIT)
+        ms.tl.fit(image_only(subset), "label", layers={"image": "counts"}, **FIT)
     with pytest.raises(ValueError, match="not divisible by patch_size 5"):
-        ms.tl.fit(image_only(bccd32[:40]), "label",
+        ms.tl.fit(image_only(subset), "label",
                   **{**FIT, "image_options": {"patch_size": 5}})
 
     model = ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1})
-    grey = image_only(bccd32[40:60])
+    grey = image_only(synth_images[1::6])
     grey["image"].obsm["image"] = grey["image"].obsm["image"][:, :1]
     with pytest.raises(ValueError, match="1 channel\\(s\\).*expected 3"):
         ms.tl.predict(grey, model)
-    small = image_only(ms.pp.images_from_files(
-        bccd32.obs["path"][:5], root=bccd_root, obs=bccd32.obs[:5],
-        size=16))
+    small = image_only(make_synth_images(n_per_class=2, n_classes=3, size=16))
     with pytest.raises(ValueError, match="16 x 16 images but the model was trained on 32 x 32"):
         ms.tl.predict(small, model)
     with pytest.raises(ValueError, match="holds 5 images .* but the modality has 4 cells"):
@@ -208,15 +186,15 @@ def test_image_errors(bccd32, bccd_root):
         check_image_modality(Short())
 
 
-def test_load_lists_image_mismatches(bccd32, tmp_path):
-    mdata = image_only(bccd32[:40])
+def test_load_lists_image_mismatches(synth_images, tmp_path):
+    mdata = image_only(synth_images[::3])
     model = ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1})
     model.save(tmp_path / "model")
-    grey = image_only(bccd32[40:60])
+    grey = image_only(synth_images[1::6])
     grey["image"].obsm["image"] = grey["image"].obsm["image"][:, :1]
     with pytest.raises(ValueError, match=r"shape \(1, 32, 32\).*trained on \(3, 32, 32\)"):
         ms.MMDynamics.load(tmp_path / "model", grey)
-    renamed = image_only(bccd32[40:60])
+    renamed = image_only(synth_images[1::6])
     renamed["image"].obsm["pixels"] = renamed["image"].obsm.pop("image")
     with pytest.raises(ValueError, match=r"no obsm\['image'\].*'pixels'"):
         ms.MMDynamics.load(tmp_path / "model", renamed)

@@ -1,4 +1,8 @@
-"""Image modality: reading files, crops around nuclei, pairing by label, checks, torch pieces."""
+"""Image modality: reading files, crops around nuclei, pairing by label, checks, torch pieces.
+
+Real files (BCCD crops, the CellProfiler example image) where the test reads a real dataset;
+conftest's synthetic images and CITE-seq elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -16,37 +20,14 @@ from mmdyn_sc import pp
 from mmdyn_sc._data._images import check_image_modality
 from mmdyn_sc.module import ImageEncoder, PatchUNet, as_float_images, random_flips
 
-SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
 CELLPROFILER = [f"AS_09125_050116030001_D03f00d{i}.tif" for i in range(3)]
 
-#: BMMC cell types -> BCCD image classes (the study paired CITE-seq cells with images by class).
-MAPPING = {
-    "CD14+ Mono": "Monocyte",
-    "CD4+ T activated": "Lymphocyte",
-    "CD4+ T naive": "Lymphocyte",
-    "CD8+ T naive": "Lymphocyte",
-    "Naive CD20+ B IGKC+": "Lymphocyte",
-    "Naive CD20+ B IGKC-": "Lymphocyte",
-    "Transitional B": "Lymphocyte",
-    "NK": "Lymphocyte",
-    "NK CD158e1+": "Lymphocyte",
-}
+#: Synthetic cell types -> synthetic image classes (conftest's synth and synth_images), as the
+#: study paired CITE-seq cells with images by class; type_3 gets no image.
+MAPPING = {"type_0": "class_0", "type_1": "class_1", "type_2": "class_1"}
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-
-def require_dataset(folder: str) -> Path:
-    """``../shared/data/<folder>``, or skip (as conftest.require_dataset, not importable here)."""
-    path = SHARED_DATA / folder
-    if not path.is_dir():
-        pytest.skip(f"dataset {folder} not found in {SHARED_DATA}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def bccd_root() -> Path:
-    return require_dataset("bccd_wbc_crops")
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +44,11 @@ def bccd(bccd_root, bccd_index) -> ad.AnnData:
 
 
 @pytest.fixture(scope="module")
-def cellprofiler() -> tuple[np.ndarray, np.ndarray]:
+def cellprofiler(dataset_path) -> tuple[np.ndarray, np.ndarray]:
     """(512, 512, 3) uint8 fluorescence image and nucleus centroids (Otsu on DNA, > 30 px)."""
     from skimage import filters, measure
 
-    root = require_dataset("cellprofiler_examplehuman")
+    root = dataset_path("cellprofiler_examplehuman")
     image = np.stack([skimage.io.imread(root / f) for f in CELLPROFILER], axis=-1)
     dna = image[..., 0]
     labels = measure.label(dna > filters.threshold_otsu(dna))
@@ -75,9 +56,22 @@ def cellprofiler() -> tuple[np.ndarray, np.ndarray]:
     return image, centroids
 
 
+@pytest.fixture(scope="module")
+def images64(make_synth_images) -> ad.AnnData:
+    """24 synthetic 3 x 64 x 64 uint8 images (conftest.synthetic_images)."""
+    return make_synth_images(n_per_class=6, size=64)
+
+
 def _write(path: Path, image: np.ndarray) -> Path:
     skimage.io.imsave(path, image, check_contrast=False)
     return path
+
+
+def _rgb(rows: int = 100, cols: int = 160, seed: int = 0) -> np.ndarray:
+    """A random (rows, cols, 3) uint8 picture: smooth colour ramps and noise."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 1, cols)[None, :, None] * rng.uniform(60, 190, size=3)
+    return (ramp + rng.integers(0, 60, size=(rows, cols, 3))).astype(np.uint8)
 
 
 # --- images_from_files ---------------------------------------------------------------------
@@ -108,8 +102,8 @@ def test_images_from_files_float32_default_names(bccd, bccd_root, bccd_index):
     assert adata.uns["image"]["dtype"] == "float32"
 
 
-def test_images_from_files_pads_to_square(bccd_root, bccd_index, tmp_path):
-    wide = skimage.io.imread(bccd_root / bccd_index["path"].iloc[0])[:100, :160]
+def test_images_from_files_pads_to_square(tmp_path):
+    wide = _rgb(100, 160)
     path = _write(tmp_path / "wide.png", wide)
     zero = pp.images_from_files([path], background="zero").obsm["image"][0]
     border = pp.images_from_files([path]).obsm["image"][0]
@@ -121,8 +115,8 @@ def test_images_from_files_pads_to_square(bccd_root, bccd_index, tmp_path):
     np.testing.assert_array_equal(zero[:, 20:44], border[:, 20:44])  # the image itself
 
 
-def test_images_from_files_channel_conventions(bccd_root, bccd_index, tmp_path):
-    rgb = skimage.io.imread(bccd_root / bccd_index["path"].iloc[0])
+def test_images_from_files_channel_conventions(tmp_path):
+    rgb = _rgb(120, 90, seed=1)
     grey = _write(tmp_path / "grey.png", rgb[..., 0])
     rgba = _write(tmp_path / "rgba.png", np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]))
     plain = _write(tmp_path / "rgb.png", rgb)
@@ -134,18 +128,22 @@ def test_images_from_files_channel_conventions(bccd_root, bccd_index, tmp_path):
         pp.images_from_files([plain, rgba, grey])
 
 
-def test_images_from_files_errors(bccd_root, bccd_index, tmp_path):
-    paths = list(bccd_index["path"][:3]) + ["images/Monocyte/nope.jpg"]
+def test_images_from_files_errors(tmp_path):
+    (tmp_path / "images").mkdir()
+    paths = [f"images/{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        _write(tmp_path / path, _rgb(40, 40, seed=i))
+    paths.append("images/nope.jpg")
     with pytest.raises(FileNotFoundError, match=r"1 image file.*nope\.jpg"):
-        pp.images_from_files(paths, root=bccd_root)
+        pp.images_from_files(paths, root=tmp_path)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"Cannot read image file .*broken\.jpg"):
         pp.images_from_files([broken])
     with pytest.raises(ValueError, match="obs has 2 rows but there are 3 images"):
-        pp.images_from_files(paths[:3], root=bccd_root, obs=bccd_index.iloc[:2])
+        pp.images_from_files(paths[:3], root=tmp_path, obs=pd.DataFrame(index=["a", "b"]))
     with pytest.raises(ValueError, match="dtype must be one of"):
-        pp.images_from_files(paths[:3], root=bccd_root, dtype="float64")
+        pp.images_from_files(paths[:3], root=tmp_path, dtype="float64")
 
 
 # --- crops_from_image ----------------------------------------------------------------------
@@ -191,83 +189,85 @@ def test_crops_from_image_float_and_errors(cellprofiler):
 # --- pair_images_by_label ------------------------------------------------------------------
 
 
-def test_pair_images_by_label(bmmc, bccd):
-    before = bmmc.copy()
-    paired = pp.pair_images_by_label(bmmc, bccd, MAPPING, seed=3)
+def test_pair_images_by_label(synth, synth_images):
+    before = synth.copy()
+    paired = pp.pair_images_by_label(synth, synth_images, MAPPING, seed=3)
     assert set(paired.mod) == {"rna", "prot", "image"}
-    assert list(paired.obs_names) == list(bmmc.obs_names)  # every cell stays
+    assert list(paired.obs_names) == list(synth.obs_names)  # every cell stays
     image = paired["image"]
-    types = bmmc.obs["cell_type"].astype(str)
-    expected = bmmc.obs_names[types.isin(list(MAPPING))]
+    types = synth.obs["cell_type"].astype(str)
+    expected = synth.obs_names[types.isin(list(MAPPING))]
     assert list(image.obs_names) == list(expected)
-    assert "Reticulocyte" in set(types) and not types[image.obs_names].eq("Reticulocyte").any()
+    assert "type_3" in set(types) and not types[image.obs_names].eq("type_3").any()
     assert (image.obs["image_label"].astype(str) == types[image.obs_names].map(MAPPING)).all()
     source = image.obs["image_index"].to_numpy()
     assert image.obsm["image"].dtype == np.uint8 and image.X.shape == (len(expected), 0)
-    np.testing.assert_array_equal(image.obsm["image"], bccd.obsm["image"][source])
+    np.testing.assert_array_equal(image.obsm["image"], synth_images.obsm["image"][source])
     record = paired.uns["image_pairing"]
-    assert record["seed"] == 3 and record["mapping"] == MAPPING
+    assert record["seed"] == 3
+    mapping = record["mapping"]  # two arrays: cell type names need not be valid h5mu keys
+    assert dict(zip(mapping["cell_types"], mapping["image_classes"], strict=True)) == MAPPING
     np.testing.assert_array_equal(record["source_index"], source)
-    assert list(record["source_name"]) == list(bccd.obs_names[source])
+    assert list(record["source_name"]) == list(synth_images.obs_names[source])
     assert list(record["cells"]) == list(expected)
     # input untouched
-    assert set(bmmc.mod) == {"rna", "prot"} and "image_pairing" not in bmmc.uns
-    assert bmmc.obs.equals(before.obs) and bmmc.shape == before.shape
+    assert set(synth.mod) == {"rna", "prot"} and "image_pairing" not in synth.uns
+    assert synth.obs.equals(before.obs) and synth.shape == before.shape
 
 
-def test_pair_images_by_label_reuses_evenly_and_is_seeded(bmmc, bccd):
-    one = pp.pair_images_by_label(bmmc, bccd, MAPPING, seed=0).uns["image_pairing"]
-    again = pp.pair_images_by_label(bmmc, bccd, MAPPING, seed=0).uns["image_pairing"]
-    other = pp.pair_images_by_label(bmmc, bccd, MAPPING, seed=1).uns["image_pairing"]
+def test_pair_images_by_label_reuses_evenly_and_is_seeded(synth, synth_images):
+    one = pp.pair_images_by_label(synth, synth_images, MAPPING, seed=0).uns["image_pairing"]
+    again = pp.pair_images_by_label(synth, synth_images, MAPPING, seed=0).uns["image_pairing"]
+    other = pp.pair_images_by_label(synth, synth_images, MAPPING, seed=1).uns["image_pairing"]
     np.testing.assert_array_equal(one["source_index"], again["source_index"])
     assert not np.array_equal(one["source_index"], other["source_index"])
-    monocytes = bccd.obs["label"].to_numpy()[one["source_index"]] == "Monocyte"
-    uses = np.bincount(one["source_index"][monocytes], minlength=bccd.n_obs)
-    n_cells, n_images = monocytes.sum(), (bccd.obs["label"] == "Monocyte").sum()
+    class_0_images = synth_images.obs["label"].to_numpy()[one["source_index"]] == "class_0"
+    uses = np.bincount(one["source_index"][class_0_images], minlength=synth_images.n_obs)
+    n_cells, n_images = class_0_images.sum(), (synth_images.obs["label"] == "class_0").sum()
     used = uses[uses > 0]
-    assert len(used) == min(n_cells, n_images)  # every monocyte image drawn before any twice
+    assert len(used) == min(n_cells, n_images)  # every class_0 image drawn before any twice
     assert used.max() - used.min() <= 1
 
 
-def test_pair_images_by_label_keeps_groups_apart(bmmc, bccd):
-    # images alternate between the two donors within each class: disjoint image sets
-    rank = bccd.obs.groupby("label").cumcount().to_numpy()
-    image_groups = np.where(rank % 2 == 0, "s1d1", "s1d2")
+def test_pair_images_by_label_keeps_groups_apart(synth, synth_images):
+    # images alternate between the two batches within each class: disjoint image sets
+    rank = synth_images.obs.groupby("label").cumcount().to_numpy()
+    image_groups = np.where(rank % 2 == 0, "a", "b")
     paired = pp.pair_images_by_label(
-        bmmc, bccd, MAPPING, cell_groups="batch", image_groups=image_groups
+        synth, synth_images, MAPPING, cell_groups="batch", image_groups=image_groups
     )
     image = paired["image"]
     source = image.obs["image_index"].to_numpy()
-    batch = bmmc.obs.loc[image.obs_names, "batch"].astype(str).to_numpy()
+    batch = synth.obs.loc[image.obs_names, "batch"].astype(str).to_numpy()
     np.testing.assert_array_equal(image_groups[source], batch)
-    assert not set(source[batch == "s1d1"]) & set(source[batch == "s1d2"])
+    assert not set(source[batch == "a"]) & set(source[batch == "b"])
     assert paired.uns["image_pairing"]["grouped"]
 
 
-def test_pair_images_by_label_errors(bmmc, bccd):
-    with pytest.raises(ValueError, match="Did you mean 'Monocyte'"):
-        pp.pair_images_by_label(bmmc, bccd, {"CD14+ Mono": "Monocytes"})
+def test_pair_images_by_label_errors(synth, synth_images):
+    with pytest.raises(ValueError, match="Did you mean 'class_0'"):
+        pp.pair_images_by_label(synth, synth_images, {"type_0": "class0"})
     with pytest.raises(KeyError, match="Did you mean 'cell_type'"):
-        pp.pair_images_by_label(bmmc, bccd, MAPPING, labels_key="celltype")
+        pp.pair_images_by_label(synth, synth_images, MAPPING, labels_key="celltype")
     with pytest.raises(ValueError, match="No cell has a type listed"):
-        pp.pair_images_by_label(bmmc, bccd, {"CD14 Mono": "Monocyte"})
-    with pytest.warns(UserWarning, match="'CD14 Mono', which no cell has"):
-        pp.pair_images_by_label(bmmc, bccd, {**MAPPING, "CD14 Mono": "Monocyte"})
+        pp.pair_images_by_label(synth, synth_images, {"type_9": "class_0"})
+    with pytest.warns(UserWarning, match="'type_9', which no cell has"):
+        pp.pair_images_by_label(synth, synth_images, {**MAPPING, "type_9": "class_0"})
     with pytest.raises(ValueError, match="modality 'rna'"):
-        pp.pair_images_by_label(bmmc, bccd, MAPPING, modality="rna")
+        pp.pair_images_by_label(synth, synth_images, MAPPING, modality="rna")
     with pytest.raises(ValueError, match="both cell_groups and image_groups"):
-        pp.pair_images_by_label(bmmc, bccd, MAPPING, cell_groups="batch")
-    only_one = np.where(bccd.obs["label"] == "Monocyte", "s1d2", "s1d1")
-    with pytest.raises(ValueError, match="No image of class 'Monocyte' in image group 's1d1'"):
+        pp.pair_images_by_label(synth, synth_images, MAPPING, cell_groups="batch")
+    only_one = np.where(synth_images.obs["label"] == "class_0", "b", "a")
+    with pytest.raises(ValueError, match="No image of class 'class_0' in image group 'a'"):
         pp.pair_images_by_label(
-            bmmc, bccd, MAPPING, cell_groups="batch", image_groups=only_one
+            synth, synth_images, MAPPING, cell_groups="batch", image_groups=only_one
         )
 
 
-def test_paired_mudata_round_trips_h5mu(bmmc, bccd, tmp_path):
+def test_paired_mudata_round_trips_h5mu(synth, synth_images, tmp_path):
     import mudata as md
 
-    paired = pp.pair_images_by_label(bmmc, bccd, MAPPING)
+    paired = pp.pair_images_by_label(synth, synth_images, MAPPING)
     paired.write(tmp_path / "paired.h5mu")
     back = md.read_h5mu(tmp_path / "paired.h5mu")
     np.testing.assert_array_equal(back["image"].obsm["image"], paired["image"].obsm["image"])
@@ -282,15 +282,15 @@ def _modality(images: np.ndarray, key: str = "image"):
     return SimpleNamespace(obsm={key: images}, n_obs=len(images))
 
 
-def test_check_image_modality_accepts_stored_images(bccd):
-    assert check_image_modality(bccd, channels=3) is bccd.obsm["image"]
+def test_check_image_modality_accepts_stored_images(synth_images):
+    assert check_image_modality(synth_images, channels=3) is synth_images.obsm["image"]
     check_image_modality(_modality(np.linspace(0, 1, 48, dtype=np.float32).reshape(1, 3, 4, 4)))
     check_image_modality(_modality(np.full((2, 1, 4, 4), 255, dtype=np.int64)))
 
 
-def test_check_image_modality_errors(bccd):
+def test_check_image_modality_errors(synth_images):
     with pytest.raises(KeyError, match=r"obsm\['imgae'\].*Did you mean 'image'"):
-        check_image_modality(bccd, "imgae")
+        check_image_modality(synth_images, "imgae")
     with pytest.raises(ValueError, match=r"shape \(5, 8, 8\) \(3-D\).*images\[:, None\]"):
         check_image_modality(_modality(np.zeros((5, 8, 8), np.uint8)))
     with pytest.raises(ValueError, match=r"has 1 channel.*expected 3"):
@@ -317,14 +317,14 @@ def test_check_image_modality_errors(bccd):
 # --- torch pieces --------------------------------------------------------------------------
 
 
-def _real_batch(bccd, n: int = 6) -> torch.Tensor:
-    return as_float_images(torch.from_numpy(bccd.obsm["image"][::60][:n]))
+def _batch(images, n: int = 6) -> torch.Tensor:
+    return as_float_images(torch.from_numpy(images.obsm["image"][::4][:n]))
 
 
-def test_patch_unet_heatmap_and_gate(bccd):
+def test_patch_unet_heatmap_and_gate(images64):
     torch.manual_seed(0)
     unet = PatchUNet(in_channels=3, image_size=64, patch_size=8)
-    images = _real_batch(bccd).requires_grad_()
+    images = _batch(images64).requires_grad_()
     heatmap = unet(images)
     assert heatmap.shape == (6, 8, 8) and unet.grid_size == 8
     assert ((heatmap > 0) & (heatmap < 1)).all()
@@ -351,10 +351,10 @@ def test_patch_unet_sizes():
         PatchUNet()(x)
 
 
-def test_image_encoder(bccd):
+def test_image_encoder(images64):
     torch.manual_seed(0)
     encoder = ImageEncoder(in_channels=3, image_size=64, n_hidden=16, depth=2, width=8)
-    images = _real_batch(bccd)
+    images = _batch(images64)
     latent = encoder(images)
     assert latent.shape == (6, 16) and torch.isfinite(latent).all()
     latent.square().mean().backward()
@@ -366,8 +366,8 @@ def test_image_encoder(bccd):
         encoder(torch.rand(2, 1, 64, 64))
 
 
-def test_random_flips(bccd):
-    images = _real_batch(bccd)
+def test_random_flips(images64):
+    images = _batch(images64)
     original = images.clone()
     first = random_flips(images, generator=torch.Generator().manual_seed(5))
     second = random_flips(images, generator=torch.Generator().manual_seed(5))

@@ -5,6 +5,10 @@ import torch
 
 from mmdyn_sc.module import MMDynamicsModule
 
+#: The original MM dynamics: predicted TCP as the modality weight, no modality dropout. Named
+#: here so that these tests keep testing it whatever the module's defaults become.
+ORIGINAL = {"confidence": "tcp", "modality_dropout": 0.0, "class_weights": None}
+
 
 def _inputs(n=12, dims=(6, 4), seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -15,7 +19,7 @@ def _inputs(n=12, dims=(6, 4), seed=0):
 
 def test_shapes_and_weights():
     xs, y = _inputs()
-    module = MMDynamicsModule([6, 4], [5, 3], n_classes=3)
+    module = MMDynamicsModule([6, 4], [5, 3], n_classes=3, **ORIGINAL)
     out = module(xs, torch.ones(12, 2))
     assert out["fused_logits"].shape == (12, 3)
     assert out["latent"].shape == (12, 8)
@@ -28,7 +32,7 @@ def test_shapes_and_weights():
 
 def test_absent_modality_contributes_nothing():
     xs, y = _inputs()
-    module = MMDynamicsModule([6, 4], [5, 3], n_classes=3).eval()
+    module = MMDynamicsModule([6, 4], [5, 3], n_classes=3, **ORIGINAL).eval()
     present = torch.ones(12, 2)
     present[:4, 1] = 0
     out = module(xs, present)
@@ -46,7 +50,7 @@ def test_absent_modality_contributes_nothing():
 def test_switches(fi, mi):
     xs, y = _inputs()
     module = MMDynamicsModule([6, 4], [5, 3], n_classes=3, feature_informativeness=fi,
-                              modality_informativeness=mi)
+                              modality_informativeness=mi, **ORIGINAL)
     out = module(xs, torch.ones(12, 2))
     loss, parts = module.loss(out, y, torch.ones(12, 2))
     assert (out["gates"][0] is not None) == fi
@@ -62,7 +66,7 @@ def test_switches(fi, mi):
 
 def test_loss_is_the_original_sum():
     xs, y = _inputs()
-    module = MMDynamicsModule([6, 4], [5, 3], n_classes=3, dropout=0.0)
+    module = MMDynamicsModule([6, 4], [5, 3], n_classes=3, dropout=0.0, **ORIGINAL)
     out = module(xs, torch.ones(12, 2))
     loss, parts = module.loss(out, y, torch.ones(12, 2))
     f = torch.nn.functional
@@ -74,7 +78,7 @@ def test_loss_is_the_original_sum():
         expected = expected + f.cross_entropy(out["modality_logits"][m], y)
     torch.testing.assert_close(loss, expected)
     weighted = MMDynamicsModule([6, 4], [5, 3], n_classes=3, dropout=0.0,
-                                loss_weights={"sparsity": 0.0})
+                                loss_weights={"sparsity": 0.0}, **ORIGINAL)
     weighted.load_state_dict(module.state_dict())
     loss_w, _ = weighted.loss(weighted(xs, torch.ones(12, 2)), y, torch.ones(12, 2))
     torch.testing.assert_close(loss_w, loss - parts["sparsity"])

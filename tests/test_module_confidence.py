@@ -30,7 +30,9 @@ def _present(n=12):
 
 
 def _module(confidence, seed=0, **kwargs):
+    """A small module; no modality dropout unless asked for (explicit, whatever the default)."""
     torch.manual_seed(seed)
+    kwargs.setdefault("modality_dropout", 0.0)
     return MMDynamicsModule([6, 4], [5, 3], n_classes=3, confidence=confidence, **kwargs)
 
 
@@ -326,7 +328,8 @@ def test_no_modality_dropout_draws_no_random_numbers(confidence):
     module(xs, present)
     assert torch.equal(state, torch.random.get_rng_state())
     # With nn.Dropout, the stream is the same as for a module built without the option.
-    plain = _module(confidence, seed=1)
+    torch.manual_seed(1)
+    plain = MMDynamicsModule([6, 4], [5, 3], n_classes=3, confidence=confidence)  # no option
     with_option = _module(confidence, seed=1, modality_dropout=0.0)
     torch.manual_seed(11)
     out_plain = plain(xs, present)
@@ -361,7 +364,8 @@ def test_modality_dropout_in_training_only(confidence):
     torch.manual_seed(2)
     module = MMDynamicsModule([6, 4, 5], [5, 3, 4], 3, dropout=0.0, confidence=confidence,
                               modality_dropout=0.5)
-    reference = MMDynamicsModule([6, 4, 5], [5, 3, 4], 3, dropout=0.0, confidence=confidence)
+    reference = MMDynamicsModule([6, 4, 5], [5, 3, 4], 3, dropout=0.0, confidence=confidence,
+                                 modality_dropout=0.0)
     reference.load_state_dict(module.state_dict())
     torch.manual_seed(5)
     out = module.train()(xs, present)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -8,6 +7,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from .._keys import DEFAULT_KEY
+from .._utils import warn
 from ._utils import finish, history_arrays, new_axes, new_panels
 
 #: Second-panel metrics with ``scores=True``.
