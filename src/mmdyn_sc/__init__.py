@@ -4,7 +4,6 @@
 matplotlib) are imported on first use (PEP 562), e.g. by ``mmdyn_sc.tl.fit``.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 from ._keys import Key
+from ._lazy import lazy_attributes
 from ._settings import settings
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
@@ -32,14 +32,4 @@ _LAZY = {
 __all__ = ["Key", "MMDynamics", "datasets", "pl", "pp", "settings", "tl"]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = import_module(_LAZY[name], __name__)
-    value = module if module.__name__.endswith(f".{name}") else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return [*__all__, "__version__"]
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, ("Key", "settings", "__version__"))

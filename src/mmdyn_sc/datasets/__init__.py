@@ -6,8 +6,9 @@ where one exists; a failed download raises :class:`DownloadError` and leaves not
 The loaders are imported on first use (PEP 562 ``__getattr__``).
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
     from ._fetch import DownloadError
@@ -32,13 +33,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
