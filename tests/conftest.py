@@ -369,3 +369,17 @@ def synth_trimodal(_synth_trimodal):
     ``type_3`` cells have no image.
     """
     return tuple(m.copy() for m in _synth_trimodal)
+
+
+@pytest.fixture
+def plotting():
+    """For plot tests: scanpy's autoshow off (plots return their Axes unless a test turns it
+    back on), every figure closed afterwards."""
+    import matplotlib.pyplot as plt
+    import scanpy as sc
+
+    before = sc.settings.autoshow  # a class property: monkeypatch cannot restore it
+    sc.settings.autoshow = False
+    yield
+    sc.settings.autoshow = before
+    plt.close("all")

@@ -122,8 +122,16 @@ def test_copy_semantics(synth_batches, synth_fitted, fast):
     annotated = ms.tl.fit(train, "cell_type", copy=True, **fast)
     assert _digest(train) == before
     assert isinstance(annotated, md.MuData) and "mmdyn_proba" in annotated.obsm
+    query_before = _digest(query)
     out = ms.tl.predict(query, model, key_added="other", copy=True)
+    assert _digest(query) == query_before
+    assert out is not query and list(out.obs_names) == list(query.obs_names)
     assert "other_proba" in out.obsm and "other_proba" not in query.obsm
+    assert (out.obs["other_split"] == "query").all()
+    # the copy holds what an in-place prediction writes, and nothing else differs
+    assert ms.tl.predict(query, model, key_added="other") is None
+    pd.testing.assert_frame_equal(out.obsm["other_proba"], query.obsm["other_proba"])
+    assert _digest(out) == _digest(query)
 
 
 @pytest.mark.parametrize("fi", [True, False])

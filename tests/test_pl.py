@@ -41,19 +41,8 @@ def mdata(fitted):
     return fitted[0]
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
-@pytest.fixture(autouse=True)
-def _no_autoshow():
-    """Plots return their Axes (scanpy's autoshow off) unless a test turns it back on."""
-    before = sc.settings.autoshow  # a class property: monkeypatch cannot restore it
-    sc.settings.autoshow = False
-    yield
-    sc.settings.autoshow = before
+#: Plots return their Axes (scanpy's autoshow off) and every figure is closed after a test.
+pytestmark = pytest.mark.usefixtures("plotting")
 
 
 @pytest.fixture
