@@ -6,7 +6,7 @@ from matplotlib.axes import Axes
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
-from ._utils import finish, fit_record, new_axes, obs_column
+from ._utils import doc_show_return_fig, finish, fit_record, new_axes, obs_column
 
 #: Values are written into the cells when the matrix has at most this many rows and columns.
 ANNOTATE_MAX = 20
@@ -52,6 +52,7 @@ def confusion_table(
     return table
 
 
+@doc_show_return_fig
 def confusion(
     mdata: MuData,
     labels_key: str,
@@ -91,11 +92,7 @@ def confusion(
         Colour map.
     ax
         Axes to draw into (default: a new figure).
-    show, return_fig
-        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
-        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
-        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
-        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
+    {show_return_fig}
 
     Returns
     -------

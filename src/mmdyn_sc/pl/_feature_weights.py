@@ -8,7 +8,15 @@ from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
 from .._names import original_names
-from ._utils import check_modality, finish, fit_record, new_axes, var_column, varm_frame
+from ._utils import (
+    check_modality,
+    doc_show_return_fig,
+    finish,
+    fit_record,
+    new_axes,
+    var_column,
+    varm_frame,
+)
 
 #: ``groupby`` values meaning "per predicted class" (besides the prediction and label columns).
 PER_CLASS = ("class", "classes", "prediction", "predicted_class")
@@ -17,6 +25,7 @@ TOP_COLOR = "#4477aa"
 LOWEST_COLOR = "#bbbbbb"
 
 
+@doc_show_return_fig
 def feature_weights(
     mdata: MuData,
     modality: str,
@@ -67,11 +76,7 @@ def feature_weights(
         Colour map of the heat map.
     ax
         Axes to draw into (default: a new figure).
-    show, return_fig
-        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
-        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
-        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
-        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
+    {show_return_fig}
 
     Returns
     -------

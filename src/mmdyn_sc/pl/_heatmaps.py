@@ -14,7 +14,7 @@ from mudata import MuData
 from .._data._images import IMAGE_KEY
 from .._keys import DEFAULT_KEY, Key
 from ._modality_confidence import group_labels
-from ._utils import check_modality, finish, fit_record
+from ._utils import check_modality, doc_show_return_fig, finish, fit_record
 
 #: Number of rows of panels drawn when neither ``cells`` nor ``groupby`` is given.
 DEFAULT_ROWS = 4
@@ -24,6 +24,7 @@ DEFAULT_NCOLS = 4
 COLORBAR_LABEL = "patch gate"
 
 
+@doc_show_return_fig
 def heatmaps(
     mdata: MuData,
     modality: str | None = None,
@@ -96,11 +97,7 @@ def heatmaps(
         Width and height of each panel, in inches.
     ax
         Axes to draw into; only for a single cell (e.g. ``cells=[name]``).
-    show, return_fig
-        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
-        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
-        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
-        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
+    {show_return_fig}
 
     Returns
     -------

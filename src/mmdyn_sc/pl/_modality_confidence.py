@@ -9,7 +9,7 @@ from matplotlib.patches import Patch
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
-from ._utils import finish, modality_colors, new_axes, obsm_frame
+from ._utils import doc_show_return_fig, finish, modality_colors, new_axes, obsm_frame
 
 
 def group_labels(mdata: MuData, groupby: str, key: str) -> tuple[pd.Series, list]:
@@ -29,6 +29,7 @@ def group_labels(mdata: MuData, groupby: str, key: str) -> tuple[pd.Series, list
     return column, groups
 
 
+@doc_show_return_fig
 def modality_confidence(
     mdata: MuData,
     *,
@@ -63,11 +64,7 @@ def modality_confidence(
         ``"box"`` or ``"violin"``.
     ax
         Axes to draw into (default: a new figure).
-    show, return_fig
-        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
-        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
-        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
-        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
+    {show_return_fig}
 
     Returns
     -------

@@ -8,9 +8,10 @@ from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
 from .._metrics import relative_tcp_error, spearman
-from ._utils import finish, modality_colors, new_panels, obs_column, obsm_frame
+from ._utils import doc_show_return_fig, finish, modality_colors, new_panels, obs_column, obsm_frame
 
 
+@doc_show_return_fig
 def tcp_calibration(
     mdata: MuData,
     *,
@@ -47,11 +48,7 @@ def tcp_calibration(
         ``"query"``, or ``None`` for every cell with a true TCP.
     ax
         One Axes per panel drawn (a single Axes for one panel).
-    show, return_fig
-        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
-        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
-        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
-        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
+    {show_return_fig}
 
     Returns
     -------

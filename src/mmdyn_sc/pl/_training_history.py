@@ -8,12 +8,13 @@ from matplotlib.ticker import MaxNLocator
 
 from .._keys import DEFAULT_KEY
 from .._utils import warn
-from ._utils import finish, history_arrays, new_axes, new_panels
+from ._utils import doc_show_return_fig, finish, history_arrays, new_axes, new_panels
 
 #: Second-panel metrics with ``scores=True``.
 DEFAULT_SCORES = ("validation_accuracy", "validation_f1_macro")
 
 
+@doc_show_return_fig
 def training_history(
     mdata_or_model,
     *,
@@ -47,11 +48,7 @@ def training_history(
         with a warning.
     ax
         One Axes, or two with a score panel.
-    show, return_fig
-        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
-        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
-        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
-        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing.
+    {show_return_fig}
 
     Returns
     -------

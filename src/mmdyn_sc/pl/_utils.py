@@ -149,3 +149,17 @@ def finish(fig, ax, show: bool | None, return_fig: bool):
         plt.show()
         return None
     return ax
+
+
+#: The ``show`` / ``return_fig`` parameters, as every plot documents them.
+SHOW_RETURN_FIG_DOC = """show, return_fig
+        As scanpy's plots: with ``return_fig=True`` the Figure is returned, not shown; else
+        the figure is shown (:func:`matplotlib.pyplot.show`, nothing returned) if ``show``
+        is ``True``, or ``None`` and ``scanpy.settings.autoshow`` is true (scanpy's
+        default), and the Axes are returned if not. Pass ``show=False`` to go on drawing."""
+
+
+def doc_show_return_fig(function):
+    """Put :data:`SHOW_RETURN_FIG_DOC` where the docstring says ``{show_return_fig}``."""
+    function.__doc__ = function.__doc__.replace("{show_return_fig}", SHOW_RETURN_FIG_DOC)
+    return function
