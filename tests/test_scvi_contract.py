@@ -82,3 +82,33 @@ def test_nothing_of_scvi_tools_is_written_into_the_users_object(trained):
     assert set(query.obs.columns) == before_obs
     # repeated predictions do not pile up registrations
     assert len(model._per_instance_manager_store[model.id]) == 1
+
+
+#: The model-developer methods of scvi-tools' BaseModelClass that MMDynamics calls (scvi-tools'
+#: own models call them too; they are underscored but its documented way to build a model),
+#: with the parameters we pass. An upgrade that renames one fails here, not in a user's fit.
+DEVELOPER_API = {
+    "_validate_anndata": ("adata",),
+    "_make_data_loader": ("adata", "batch_size", "shuffle"),
+    "_check_if_trained": ("warn",),
+    "_get_setup_method_args": (),
+    "_get_init_params": ("locals",),
+    "register_manager": ("adata_manager",),
+    "deregister_manager": ("adata",),
+    "get_anndata_manager": ("adata", "required"),
+    "to_device": ("device",),
+    "save": ("dir_path", "overwrite"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEVELOPER_API))
+def test_scvi_tools_developer_methods_we_call_exist(name):
+    import inspect
+
+    from scvi.model.base import BaseModelClass
+
+    method = getattr(BaseModelClass, name, None)
+    assert method is not None, f"scvi-tools' BaseModelClass has no {name} any more"
+    parameters = inspect.signature(method).parameters
+    missing = [p for p in DEVELOPER_API[name] if p not in parameters]
+    assert not missing, f"BaseModelClass.{name} lost parameters {missing}"
