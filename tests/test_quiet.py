@@ -95,3 +95,16 @@ def test_progress_bar_options_keep_the_users_choices():
     for given in ({"enable_progress_bar": False}, {"simple_progress_bar": False},
                   {"callbacks": [StderrProgressBar()]}):
         assert progress_bar_options(given) == given
+
+
+def test_early_stopping_reason_goes_to_stderr(capfd):
+    """scvi-tools prints why early stopping stopped; it must not land on stdout."""
+    mdata, _ = ms.datasets.synthetic(n_cells=200, noise_modality=False, seed=1)
+    ms.pp.prepare(mdata)
+    capfd.readouterr()
+    model = ms.tl.fit(mdata, "cell_type", max_epochs=40, n_hidden=8, early_stopping_patience=1,
+                      early_stopping_monitor="validation_accuracy", enable_progress_bar=False)
+    out, err = capfd.readouterr()
+    assert len(model.history["train_loss"]) < 40  # it did stop early
+    assert "did not improve" in err
+    assert out == ""

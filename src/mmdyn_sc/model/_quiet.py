@@ -10,6 +10,7 @@ first two for the duration of a fit only, restoring the loggers' levels afterwar
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import sys
@@ -35,6 +36,9 @@ _IGNORED_WARNINGS = (
 def quiet_training() -> Iterator[None]:
     """Lightning's INFO messages and its known deprecation notices off, for the block only.
 
+    What is printed inside the block (scvi-tools prints why early stopping stopped) goes to
+    stderr, so that stdout stays the user's.
+
     Each logger of :data:`LIGHTNING_LOGGERS` whose effective level lets INFO through is set
     to WARNING inside the block and reset to its own level afterwards (also on error); a
     user who set one to WARNING or above is not touched. Warnings and errors still show.
@@ -46,7 +50,8 @@ def quiet_training() -> Iterator[None]:
             changed.append((logger, logger.level))
             logger.setLevel(logging.WARNING)
     try:
-        with warnings.catch_warnings():
+        # scvi-tools' early stopping prints its reason to stdout: it goes to stderr with the bar
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             for category, message in _IGNORED_WARNINGS:
                 warnings.filterwarnings("ignore", message=message, category=category)
             yield
