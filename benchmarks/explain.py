@@ -89,7 +89,15 @@ MARKERS = HERE / "markers"
 DONORS = ("s1d1", "s1d2")
 KS = (5, 10, 20)
 MODEL_METHODS = ("gate", "ig", "ig_logsoftmax", "gxi", "gxi_logsoftmax", "gxi_margin",
-                 "smoothgrad", "gxw_abs", "gxw_signed")
+                 "smoothgrad", "gxw_abs", "gxw_signed", "gxi_logsoftmax_corr",
+                 "ig_logsoftmax_corr")
+#: ``<method>_corr``: the class's mean attribution multiplied by the features' correlation
+#: matrix on the training cells, entries below ``CORR_MIN`` in absolute value set to 0
+#: (second round, added after the first round's results; explain_training.md): a
+#: feature is credited with the evidence of the features it moves with, so that swaps between
+#: correlated features from one fit to the next do not change the ranking.
+CORR_SUFFIX = "_corr"
+CORR_MIN = 0.5
 BASELINES = ("wilcoxon", "lr_ovr", "class_mean_z", "random")
 IG_STEPS = 32
 SG_SAMPLES, SG_SIGMA = 10, 0.15
@@ -152,12 +160,15 @@ class Net:
         self.features = {m: list(model.features_[m]) for m in self.mods}
         self.classes = list(model.classes_)
         tr = np.asarray(model.train_indices)
-        self.x0, self.sd = [], []
+        self.x0, self.sd, self.corr = [], [], []
         for m, mod in enumerate(self.mods):
             rows = tr[model._present[tr, m]]
             x = dense(model.adata.mod[mod].X[rows])
             self.x0.append(torch.as_tensor(x.mean(0)))
             self.sd.append(torch.as_tensor(x.std(0) + 1e-8))
+            z = (x - x.mean(0)) / (x.std(0) + 1e-8)
+            r = z.T @ z / len(z)  # Pearson correlation on the training cells
+            self.corr.append(np.where(np.abs(r) >= CORR_MIN, r, 0.0))
 
     def inputs(self, rows):
         import torch
@@ -305,14 +316,25 @@ def model_rankings(nets, rows, methods, max_cells, seed, groups=None):
     g = groups[sub]
     pres = present.numpy() > 0
     out, seconds = {}, {}
-    for method in methods:
+    for method in sorted(methods, key=lambda m: m.endswith(CORR_SUFFIX)):  # bases first
         t0 = time.perf_counter()
+        if method.endswith(CORR_SUFFIX):
+            base = method.removesuffix(CORR_SUFFIX)
+            if base not in out:
+                out[base] = model_rankings(nets, rows, [base], max_cells, seed, groups)[0][base]
+            out[method] = {mod: nets[0].corr[m] @ np.nan_to_num(out[base][mod])
+                           for m, mod in enumerate(nets[0].mods)}
+            for mod in out[method]:  # keep classes without cells NaN
+                out[method][mod][:, np.isnan(out[base][mod]).all(0)] = np.nan
+            seconds[method] = seconds.get(base, 0.0) + time.perf_counter() - t0
+            continue
         per_net = [cell_attributions(n, xs, present, g, method, rng_seed=seed) for n in nets]
         seconds[method] = time.perf_counter() - t0
         out[method] = {}
         for m, mod in enumerate(nets[0].mods):
             cell = np.mean([p[m] for p in per_net], axis=0)
             out[method][mod] = aggregate(cell, g, pres[:, m], n_classes, max_cells, seed)
+    out = {m: out[m] for m in methods}
     return out, seconds, len(sub), groups
 
 
