@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from mmdyn_sc import datasets
 from mmdyn_sc._settings import settings
 from mmdyn_sc.datasets import _fetch
 
-SHARED = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+#: The real data, as the conftest finds it ($MMDYN_SC_TEST_DATA_DIR simulates a clone without it).
+SHARED = Path(os.environ.get("MMDYN_SC_TEST_DATA_DIR")
+              or Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
 BMMC, PBMC, ROSMAP = "bmmc_cite_neurips2021", "pbmc10k_cite_totalvi", "ROSMAP"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +26,8 @@ KEY = "mmdyn"
 SIZE, PATCH, GRID = 64, 8, 8
 PER_LABEL = 2
 LABELS = ["Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
-BCCD = (Path(__file__).parents[1] / ".." / "shared" / "data" / "bccd_wbc_crops").resolve()
+BCCD = (Path(os.environ.get("MMDYN_SC_TEST_DATA_DIR")
+             or Path(__file__).parents[1] / ".." / "shared" / "data") / "bccd_wbc_crops").resolve()
 
 
 def heatmaps_fn():
