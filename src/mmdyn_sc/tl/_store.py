@@ -38,8 +38,18 @@ def h5_safe(value):
     return value
 
 
+def _safe(values):
+    """A DataFrame with safe column names; anything else as it is."""
+    return safe_columns(values) if isinstance(values, pd.DataFrame) else values
+
+
 class ResultWriter:
-    """Stores entries into a MuData and logs each key it adds (squidpy's ``_save_data``)."""
+    """Stores entries into a MuData and logs each key it adds (squidpy's ``_save_data``).
+
+    Every DataFrame written into ``obsm`` / ``varm`` gets column names safe to write
+    (:func:`mmdyn_sc._names.safe_columns`: class names such as ``MK/E prog``), and every dict
+    written into ``uns`` safe keys (:func:`h5_safe`), so no writer has to remember it.
+    """
 
     def __init__(self, mdata: MuData):
         self.mdata = mdata
@@ -50,15 +60,15 @@ class ResultWriter:
         self.added.append(f"obs[{key!r}]")
 
     def obsm(self, key: str, values) -> None:
-        self.mdata.obsm[key] = values
+        self.mdata.obsm[key] = _safe(values)
         self.added.append(f"obsm[{key!r}]")
 
     def mod_obsm(self, mod: str, key: str, values) -> None:
-        self.mdata.mod[mod].obsm[key] = values
+        self.mdata.mod[mod].obsm[key] = _safe(values)
         self.added.append(f"mod[{mod!r}].obsm[{key!r}]")
 
     def varm(self, mod: str, key: str, values) -> None:
-        self.mdata.mod[mod].varm[key] = values
+        self.mdata.mod[mod].varm[key] = _safe(values)
         self.added.append(f"mod[{mod!r}].varm[{key!r}]")
 
     def var(self, mod: str, key: str, values) -> None:
@@ -135,8 +145,9 @@ def write_results(
 
     Class-named columns (``obsm[f"{key_added}_proba"]``,
     ``varm[f"{key_added}_feature_weights"]``) get the names of
-    :func:`mmdyn_sc._names.safe_names`, in the order of ``model.classes_`` (kept as they are
-    in ``uns[key_added]["classes"]``). With ``unknown_threshold``, cells whose highest class
+    :func:`mmdyn_sc._names.safe_names` through :class:`ResultWriter`, in the order of
+    ``model.classes_`` (kept as they are in ``uns[key_added]["classes"]``). With
+    ``unknown_threshold``, cells whose highest class
     probability is below it are labelled :data:`UNKNOWN` in the prediction column
     (probabilities and metrics unchanged).
     """
@@ -148,7 +159,7 @@ def write_results(
                prediction_column(result.proba, classes, unknown_threshold))
     writer.obs(Key.obs.split(key_added), pd.Categorical(split, categories=SPLIT_CATEGORIES))
     writer.obsm(Key.obsm.proba(key_added), pd.DataFrame(result.proba, index=index,
-                                                        columns=safe_names(classes)))
+                                                        columns=classes))
     writer.obsm(Key.obsm.confidence(key_added), model.confidence_frame(result, index))
     tcp_predicted = model.predicted_tcp_frame(result, index)
     if tcp_predicted is not None:
@@ -166,8 +177,7 @@ def write_results(
                 writer.mod_obsm(mod, Key.obsm.heatmap(key_added), result.heatmaps[m][rows])
             continue
         var_names = mdata.mod[mod].var_names
-        writer.varm(mod, Key.varm.feature_weights(key_added),
-                    safe_columns(frames[mod]).reindex(var_names))
+        writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
         informativeness = model.informativeness(result, m)
         per_feature = pd.Series(
             1.0 if informativeness is None else informativeness, index=model.features_[mod]
