@@ -102,14 +102,11 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         metrics = epoch_metrics(sums, stage)
         if not metrics:
             return
-        if distributed:
-            # The values are already those of all cells, equal on every process; "max" of
-            # equal values keeps them exact (a mean of N equal floats need not) and tells
-            # Lightning they are synchronised.
-            self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=True,
-                          reduce_fx="max")
-        else:
-            self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=False)
+        # The values are already those of all cells, equal on every process; "max" of equal
+        # values keeps them exact under DDP (a mean of N equal floats need not), and with one
+        # process it is the value itself.
+        self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=distributed,
+                      reduce_fx="max")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
