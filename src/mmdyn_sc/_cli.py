@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 from ._cli_input import (
-    _PREPARABLE,
     H5AD_MODALITY,
     MODEL_FILE,
     CLIError,
@@ -35,7 +34,6 @@ from ._cli_input import (
     _info,
     _layer_spec,
     _layer_text,
-    _prepare_counts,
     _read,
     _write,
 )
@@ -165,19 +163,12 @@ def predict_command(args: argparse.Namespace) -> int:
     mdata = _read(args.input, args.h5ad_modality)
 
     from . import tl
+    from ._data._images import IMAGE_KEY
     from ._keys import PREPARED_LAYER, Key
-    from ._utils import looks_like_counts
     from .model import MMDynamics
 
-    if args.prepare:
-        counts = [m for m in mdata.mod if m.lower() in _PREPARABLE
-                  and PREPARED_LAYER not in mdata.mod[m].layers
-                  and looks_like_counts(mdata.mod[m].X)]
-        if counts:
-            _prepare_counts(mdata, counts)
-        else:
-            _info("--prepare: no RNA/protein modality with raw counts in .X and no "
-                  f"layers[{PREPARED_LAYER!r}]; nothing to prepare")
+    if args.prepare:  # the same detection as fit's; the model's own layers are checked by load
+        _check_counts(mdata, list(mdata.mod), {}, IMAGE_KEY, prepare=True)
     try:
         model = MMDynamics.load(str(args.model_dir), mdata)
     except (KeyError, ValueError) as err:
