@@ -11,8 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-#: The file :meth:`MMDynamics.save` writes into its folder.
-MODEL_FILE = "model.pt"
+from ._keys import MODEL_FILE
 
 #: Modality names :func:`mmdyn_sc.pp.prepare` knows how to normalise (RNA or protein counts).
 _PREPARABLE = {"rna", "gex", "mrna", "prot", "protein", "adt"}

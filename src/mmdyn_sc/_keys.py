@@ -11,6 +11,9 @@ DEFAULT_KEY = "mmdyn"
 #: Layer written by :func:`mmdyn_sc.pp.prepare` into every modality it normalises.
 PREPARED_LAYER = "mmdyn_prepared"
 
+#: The file :meth:`MMDynamics.save` (scvi-tools' save) writes into its folder.
+MODEL_FILE = "model.pt"
+
 #: Values of ``obs[f"{key}_split"]``.
 SPLIT_TRAIN = "train"
 SPLIT_VALIDATION = "validation"

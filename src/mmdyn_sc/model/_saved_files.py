@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-#: File name of the saved model in its folder.
-MODEL_FILE = "model.pt"
+from .._keys import MODEL_FILE
+
 #: Keys of the saved file, and of its ``attr_dict`` entries that loading needs.
 SAVED_KEYS = ("model_state_dict", "var_names", "attr_dict")
 ATTR_KEYS = ("registry_", "init_params_")
