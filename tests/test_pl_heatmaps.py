@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,8 +23,6 @@ KEY = "mmdyn"
 SIZE, PATCH, GRID = 64, 8, 8
 PER_LABEL = 2
 LABELS = ["Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
-BCCD = (Path(os.environ.get("MMDYN_SC_TEST_DATA_DIR")
-             or Path(__file__).parents[1] / ".." / "shared" / "data") / "bccd_wbc_crops").resolve()
 
 
 def heatmaps_fn():
@@ -46,13 +41,11 @@ def blob(n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def real_images() -> tuple[np.ndarray, pd.DataFrame]:
+def real_images(bccd_root) -> tuple[np.ndarray, pd.DataFrame]:
     from skimage import io
     from skimage.transform import resize
 
-    folder = BCCD
-    if not folder.is_dir():
-        pytest.skip(f"dataset bccd_wbc_crops not found at {folder}")
+    folder = bccd_root
     index = pd.read_csv(folder / "index.csv")
     index = index[index["label"].isin(LABELS)].groupby("label").head(PER_LABEL)
     images = []
