@@ -37,7 +37,7 @@ SHARED_DATA = Path(
 ).resolve()
 
 #: Few epochs and small layers: tests check behaviour, benchmarks check quality.
-FAST = {"max_epochs": 4, "n_hidden": 32, "enable_progress_bar": False}
+FAST = {"max_epochs": 4, "n_hidden": 32, "enable_progress_bar": False, "attribution": False}
 
 
 # ------------------------------------------------------------------------------ no network

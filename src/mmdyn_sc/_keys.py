@@ -89,6 +89,21 @@ class Key:
             """
             return f"{key}_feature_weights"
 
+        @staticmethod
+        def attribution(key: str = DEFAULT_KEY) -> str:
+            """Per-class attribution (the default explanation), DataFrame features x classes.
+
+            Integrated gradients of the log probability of the predicted class, averaged
+            per predicted class and credited to correlated features; see
+            :meth:`mmdyn_sc.MMDynamics.get_attribution`. Columns as in :meth:`Key.obsm.proba`.
+            """
+            return f"{key}_attribution"
+
+        @staticmethod
+        def attribution_direct(key: str = DEFAULT_KEY) -> str:
+            """The same per-class attribution without the credit to correlated features."""
+            return f"{key}_attribution_direct"
+
     class var:
         """Columns of each modality's ``.var``."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._attribution import ClassAttribution
 from ._registry_keys import unpack_batch
 
 
@@ -41,6 +42,9 @@ class InferenceResult:
         Per modality, the patch gate of every cell (n, grid, grid) as float32 for image
         modalities with FI (cells without the image get the gate of a blank image), else
         ``None``.
+    attribution
+        Per-class feature attribution (:class:`~mmdyn_sc.model._attribution.ClassAttribution`)
+        when asked for, else ``None``.
     """
 
     proba: np.ndarray
@@ -53,6 +57,7 @@ class InferenceResult:
     gate_sums: list[np.ndarray | None]
     gate_counts: list[np.ndarray]
     heatmaps: list[np.ndarray | None] | None = None
+    attribution: ClassAttribution | None = None
 
 
 def _stack(values, n_cells: int, fill: float | None) -> np.ndarray | None:

@@ -7,7 +7,8 @@ training (``_training``), inference tables (``_results``) and loading (``_load``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from .._data import LABELS_COLUMN, align_mudata
 from .._data._images import IMAGE_KEY
 from .._utils import warn
 from ..module import MMDynamicsModule
-from . import _results
+from . import _attribution, _results
 from ._checkpoint import MMDynamicsTrainRunner
 from ._feature_scaling import check_feature_clip
 from ._inference import InferenceResult, run_inference
@@ -68,9 +69,9 @@ class MMDynamics(BaseModelClass):
         Confidence scaling (MI) on. Off: no scaling and no confidence term. Both off is
         MM static.
     feature_scaling
-        ``"standard"`` (default), ``"minmax"`` (the study's) or ``None``: per-feature scaling fitted on the training
-        cells when :meth:`train` runs, stored in the model and reapplied to new data. An
-        image modality is scaled per channel (every pixel a value of its channel).
+        ``"standard"`` (default), ``"minmax"`` (the study's) or ``None``: per-feature
+        scaling fitted on the training cells when :meth:`train` runs, stored in the model and
+        reapplied to new data. An image modality is scaled per channel (every pixel a value of its channel).
     feature_clip
         5 (default), ``None`` (no clipping, as in the original), or c > 0 with
         ``feature_scaling="standard"``: z-scores of tabular modalities are clipped to
@@ -421,19 +422,81 @@ class MMDynamics(BaseModelClass):
         return getattr(self, "_global_rank", 0) == 0
 
     # ------------------------------------------------------------------ inference
-    def infer(self, mdata: MuData | None = None, batch_size: int = 1024) -> InferenceResult:
-        """Run the trained model over every cell of ``mdata`` (default: the training data)."""
+    @contextmanager
+    def _aligned(self, mdata: MuData | None) -> Iterator[MuData]:
+        """The aligned copy of ``mdata`` for one computation; a query's is forgotten after."""
         self._check_if_trained(warn=False)
         aligned = self._align_query(mdata)
-        loader = self._make_data_loader(adata=aligned, batch_size=batch_size, shuffle=False,
-                                        **self._loader_kwargs(aligned))
-        with kept_random_state():  # a DataLoader pass draws a seed from torch's generator
-            result = run_inference(self.module, loader, len(self.modalities_),
-                                   len(self.classes_))
-        if aligned is not self.adata:
-            # Forget the query's registration: repeated predictions must not pile up copies.
-            forget_query(self, aligned)
+        try:
+            yield aligned
+        finally:
+            if aligned is not self.adata:
+                # Repeated predictions must not pile up registered copies.
+                forget_query(self, aligned)
+
+    def infer(self, mdata: MuData | None = None, batch_size: int = 1024, *,
+              attribution_rows: np.ndarray | None = None,
+              attribution_cells: int = _attribution.ATTRIBUTION_CELLS) -> InferenceResult:
+        """Run the trained model over every cell of ``mdata`` (default: the training data).
+
+        With ``attribution_rows`` (positions of cells in ``mdata``), also the per-class
+        attribution over at most ``attribution_cells`` of them per predicted class
+        (``result.attribution``, see :meth:`get_attribution`).
+        """
+        with self._aligned(mdata) as aligned:
+            loader = self._make_data_loader(adata=aligned, batch_size=batch_size,
+                                            shuffle=False, **self._loader_kwargs(aligned))
+            with kept_random_state():  # a DataLoader pass draws a seed from torch's generator
+                result = run_inference(self.module, loader, len(self.modalities_),
+                                       len(self.classes_))
+                if attribution_rows is not None:
+                    result.attribution = _attribution.class_attribution(
+                        self, aligned, attribution_rows, result.proba.argmax(1),
+                        max_cells=attribution_cells)
         return result
+
+    def get_attribution(
+        self, mdata: MuData | None = None, *, grouped: bool = True,
+        max_cells_per_class: int = _attribution.ATTRIBUTION_CELLS, batch_size: int = 1024,
+    ) -> dict[str, pd.DataFrame]:
+        """Per-class feature attribution of each tabular modality (features x classes).
+
+        Integrated gradients of the log probability of each cell's predicted class, from the
+        training mean of the input to the cell (16 steps), averaged over at most
+        ``max_cells_per_class`` cells per predicted class of ``mdata`` (default: the training
+        data's cells, all of them). Higher: more evidence for the class, in units of log
+        probability relative to an average training cell. With ``grouped`` (the package's
+        default explanation, what :func:`mmdyn_sc.tl.fit` stores), each feature is also
+        credited with the attribution of the features correlated with it (|Pearson r| >=
+        0.5 on the attributed cells), so that all of several redundant markers show;
+        ``grouped=False`` gives the mean attribution itself. NaN for a class no cell was
+        predicted as.
+        """
+        n_obs = (self.adata if mdata is None else mdata).n_obs
+        result = self.infer(mdata, batch_size, attribution_rows=np.arange(n_obs),
+                            attribution_cells=max_cells_per_class)
+        return self.attribution_frames(result, grouped=grouped)
+
+    def attribution_frames(self, result: InferenceResult, grouped: bool = True
+                           ) -> dict[str, pd.DataFrame]:
+        """``result.attribution`` per tabular modality as DataFrames features x classes."""
+        values = result.attribution.grouped if grouped else result.attribution.direct
+        return {mod: pd.DataFrame(v, index=self.features_[mod], columns=list(self.classes_))
+                for mod, v in values.items()}
+
+    def attribution_blocks(self, mdata: MuData | None, rows: np.ndarray,
+                           modality: str, batch_size: int = _attribution.IG_BATCH):
+        """Per-cell attributions of ``rows`` of ``mdata`` for their predicted class, by block.
+
+        Yields ``(positions in rows, attributions (b, d) of ``modality``'s features, NaN rows
+        where a cell lacks the modality, fused class probabilities (b, C))``. See
+        :func:`mmdyn_sc.tl.explain`.
+        """
+        m = self.modalities_.index(modality)
+        with self._aligned(mdata) as aligned, kept_random_state():
+            for where, values, present, _, proba in _attribution.attribution_blocks(
+                    self, aligned, rows, None, batch_size=batch_size):
+                yield where, np.where(present[:, m:m + 1], values[m], np.nan), proba
 
     def _obs_names(self, mdata: MuData | None) -> pd.Index:
         return self.adata.obs_names if mdata is None else mdata.obs_names

@@ -17,8 +17,8 @@ from scvi.data import AnnDataManager, fields
 
 from .._data import CALIBRATION_COLUMN, LABELS_COLUMN, AlignedData, presence_column
 from .._data._images import ALIGNED_IMAGE_KEY
-from ._scvi_logging import quiet_scvi
 from . import _registry_keys as rk
+from ._scvi_logging import quiet_scvi
 
 
 class AlignedCopies:

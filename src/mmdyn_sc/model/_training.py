@@ -152,7 +152,12 @@ def add_checkpointing(model, trainer_kwargs: dict, checkpoint_dir, every_n_epoch
 
 
 def fit_preprocessing(model, train_idx: np.ndarray) -> None:
-    """Fit feature (image: channel) scaling and class weights on the training cells."""
+    """Fit feature (image: channel) scaling and class weights on the training cells.
+
+    Also records ``model.input_means_``: the training mean of each tabular modality's input,
+    the baseline of the attributions (saved with the model).
+    """
+    model.input_means_ = {}
     for m, mod in enumerate(model.modalities_):
         rows = train_idx[model._present[train_idx, m]]
         if mod in model.images_:
@@ -161,6 +166,10 @@ def fit_preprocessing(model, train_idx: np.ndarray) -> None:
             data, fit = model.adata.mod[mod].X, fit_scaling
         shift, scale = fit(data, rows, model.feature_scaling)
         model.module.branches[m].scaler.set(shift, scale)
+        if mod not in model.images_:
+            mean = shift if model.feature_scaling == "standard" else \
+                fit_scaling(data, rows, "standard")[0]
+            model.input_means_[mod] = np.asarray(mean, dtype=np.float32)
     weights = np.ones(len(model.classes_))
     if model.class_weights == "balanced":
         counts = np.bincount(model.label_codes[train_idx], minlength=len(model.classes_))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+    from ._attribution import attribution
     from ._confusion import confusion
     from ._feature_weights import feature_weights
     from ._heatmaps import heatmaps
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
 
 #: Public name -> module that defines it, imported on first access.
 _LAZY = {
+    "attribution": "._attribution",
     "confusion": "._confusion",
     "feature_weights": "._feature_weights",
     "heatmaps": "._heatmaps",
@@ -26,6 +28,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "attribution",
     "confusion",
     "feature_weights",
     "heatmaps",

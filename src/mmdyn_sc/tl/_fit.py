@@ -17,6 +17,7 @@ from .._keys import (
 )
 from .._utils import copy_mudata
 from ..model import MMDynamics
+from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
 from ..model._recipes import (
     MODEL_OPTIONS,
     TRAIN_OPTIONS,
@@ -94,6 +95,8 @@ def fit(
     checkpoint_dir: str | None = None,
     checkpoint_every_n_epochs: int = 10,
     resume: bool = False,
+    attribution: bool = True,
+    attribution_cells: int = ATTRIBUTION_CELLS,
     **train_kwargs,
 ) -> MMDynamics | MuData:
     """Train MM dynamics on ``mdata`` and write predictions, confidences and feature weights.
@@ -182,6 +185,13 @@ def fit(
         ``checkpoint_dir``; with ``resume=True`` an interrupted fit continues from its last
         checkpoint and ends with the predictions of an uninterrupted fit. See
         :meth:`~mmdyn_sc.MMDynamics.train`.
+    attribution
+        Compute the per-class feature attribution after training (``varm`` keys below) on
+        at most ``attribution_cells`` training cells per predicted class (200 by default;
+        a random sample, the same for the same seed). It costs 16 forward and backward
+        passes per attributed cell; ``False`` skips it.
+    attribution_cells
+        See ``attribution``.
     **train_kwargs
         Passed to :meth:`~mmdyn_sc.MMDynamics.train` and on to Lightning (e.g.
         ``enable_progress_bar=False``, ``accelerator="gpu"``, ``devices=4``,
@@ -221,6 +231,20 @@ def fit(
         columns named as in ``obsm[f"{key_added}_proba"]``).
     ``mdata[mod].var[f"{key_added}_informativeness"]``
         Mean gate value per feature over all cells that have the modality.
+    ``mdata[mod].varm[f"{key_added}_attribution"]``
+        The package's explanation: per tabular modality, how much each feature's value
+        raises the log probability of each class, DataFrame features x classes (columns as
+        in ``obsm[f"{key_added}_proba"]``; NaN for a class no attributed cell was predicted
+        as). Integrated gradients of the log probability of a cell's predicted class, from
+        the training mean of the input to the cell, averaged over the training cells
+        predicted as the class, then credited to the features correlated with each feature
+        (|Pearson r| >= 0.5), so that every one of several redundant markers shows. Rank a
+        class's column for its markers (:func:`mmdyn_sc.tl.rank_features`,
+        :func:`mmdyn_sc.pl.attribution`). Chosen by measurement against Wilcoxon tests,
+        regression coefficients and the gate values: ``benchmarks/results/explain.md``.
+    ``mdata[mod].varm[f"{key_added}_attribution_direct"]``
+        The same mean attribution without the credit to correlated features: what the
+        network itself responds to (deleting a class's top features costs it more recall).
     ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
         Image modalities, with FI: the patch gate of every imaged cell, float32 array
         (cells of the image modality, grid, grid) in [0, 1], grid = image side /
@@ -231,7 +255,8 @@ def fit(
         ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per logged
         metric, index = epoch), ``images`` (image modalities only: per modality
         ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` and
-        ``heatmap``, whether one was written), ``metrics`` (accuracy, F1 and balanced
+        ``heatmap``, whether one was written), ``attribution`` (how the attribution was
+        computed, and ``n_cells`` per modality and class), ``metrics`` (accuracy, F1 and balanced
         accuracy per split of the labelled cells), ``confidence`` (the option and, per
         modality on validation cells only, ``relative_error`` of the predicted TCP,
         ``mean |t^ - t| / mean t``,
@@ -266,6 +291,7 @@ def fit(
     """
     arguments = dict(locals())
     _check_key(key_added)
+    check_attribution_options(attribution, attribution_cells)
     given = {k: arguments[k] for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
              if arguments[k] is not _UNSET}
     options = recipe_options(recipe, given)
@@ -295,8 +321,10 @@ def fit(
     split[model.train_indices] = SPLIT_TRAIN
     split[model.validation_indices] = SPLIT_VALIDATION
     split[model.calibration_indices] = SPLIT_CALIBRATION
-    result = model.infer()
+    result = model.infer(attribution_rows=model.train_indices if attribution else None,
+                         attribution_cells=attribution_cells)
     uns = model_summary(model, key_added)
     uns["recipe"] = recipe
-    write_results(target, model, result, key_added, split, label_codes, uns)
+    write_results(target, model, result, key_added, split, label_codes, uns,
+                  attribution=describe(attribution_cells, "training") if attribution else None)
     return target if copy else model

@@ -8,6 +8,7 @@ from mudata import MuData
 from .._keys import DEFAULT_KEY, SPLIT_QUERY
 from .._utils import copy_mudata
 from ..model import MMDynamics
+from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
 from ..model._seeding import kept_random_state
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
@@ -23,6 +24,8 @@ def predict(
     copy: bool = False,
     batch_size: int = 1024,
     unknown_threshold: float | None = None,
+    attribution: bool = True,
+    attribution_cells: int = ATTRIBUTION_CELLS,
 ) -> MuData | None:
     """Predict cell types of new cells with a trained :class:`~mmdyn_sc.MMDynamics`.
 
@@ -52,6 +55,12 @@ def predict(
         class probability is below this value (as CellTypist users expect); ``None`` (the
         default) labels every cell. ``obsm[f"{key_added}_proba"]`` and the metrics (on the
         most probable class) are unchanged; ``uns[key_added]["n_unknown"]`` counts them.
+    attribution
+        Compute the per-class feature attribution (``varm[f"{key_added}_attribution"]``,
+        see :func:`mmdyn_sc.tl.fit`) on at most ``attribution_cells`` query cells per
+        predicted class (200 by default; a fixed random sample). ``False`` skips it.
+    attribution_cells
+        See ``attribution``.
 
     Returns
     -------
@@ -62,6 +71,7 @@ def predict(
     labelled query cells.
     """
     _check_key(key_added)
+    check_attribution_options(attribution, attribution_cells)
     if not isinstance(model, MMDynamics):
         raise TypeError(f"model must be an MMDynamics, got {type(model).__name__}.")
     if unknown_threshold is not None:
@@ -71,7 +81,9 @@ def predict(
             raise ValueError(f"The model has a class named {UNKNOWN!r}; unknown_threshold "
                              "would make it ambiguous.")
     target = copy_mudata(mdata) if copy else mdata
-    result = model.infer(target, batch_size=batch_size)
+    result = model.infer(target, batch_size=batch_size,
+                         attribution_rows=np.arange(target.n_obs) if attribution else None,
+                         attribution_cells=attribution_cells)
     labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
     label_codes, _ = resolve_label_codes(target, labels_key, model.classes_,
                                          labels_required=False)
@@ -82,5 +94,6 @@ def predict(
         uns["unknown_threshold"] = float(unknown_threshold)
         uns["n_unknown"] = int((result.proba.max(1) < unknown_threshold).sum())
     write_results(target, model, result, key_added, split, label_codes, uns,
-                  unknown_threshold=unknown_threshold)
+                  unknown_threshold=unknown_threshold,
+                  attribution=describe(attribution_cells, "query") if attribution else None)
     return target if copy else None

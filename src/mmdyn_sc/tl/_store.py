@@ -140,6 +140,7 @@ def write_results(
     label_codes: np.ndarray,
     uns: dict,
     unknown_threshold: float | None = None,
+    attribution: dict | None = None,
 ) -> None:
     """Write every documented key of a fit or prediction into ``mdata`` and log them.
 
@@ -149,7 +150,8 @@ def write_results(
     ``model.classes_`` (kept as they are in ``uns[key_added]["classes"]``). With
     ``unknown_threshold``, cells whose highest class
     probability is below it are labelled :data:`UNKNOWN` in the prediction column
-    (probabilities and metrics unchanged).
+    (probabilities and metrics unchanged). ``attribution`` describes ``result.attribution``
+    (:func:`mmdyn_sc.model._attribution.describe`) when there is one.
     """
     writer = ResultWriter(mdata)
     index = mdata.obs_names
@@ -178,6 +180,11 @@ def write_results(
             continue
         var_names = mdata.mod[mod].var_names
         writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
+        if result.attribution is not None:
+            for grouped, name in ((True, Key.varm.attribution(key_added)),
+                                  (False, Key.varm.attribution_direct(key_added))):
+                frame = model.attribution_frames(result, grouped=grouped)[mod]
+                writer.varm(mod, name, frame.reindex(var_names))
         informativeness = model.informativeness(result, m)
         per_feature = pd.Series(
             1.0 if informativeness is None else informativeness, index=model.features_[mod]
@@ -199,6 +206,10 @@ def write_results(
         **confidence_report(model, result, true_tcp.to_numpy(), unseen),
         "cells": "validation" if (split[unseen] == SPLIT_VALIDATION).any() else "query",
     }
+    if result.attribution is not None:
+        uns["attribution"] = {**attribution, "n_cells": {
+            mod: dict(zip(classes, counts.tolist(), strict=True))
+            for mod, counts in result.attribution.n_cells.items()}}
     if model.images_:
         uns["images"] = image_record(model)
     writer.uns(Key.uns.params(key_added), uns)
