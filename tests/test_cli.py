@@ -22,7 +22,7 @@ def test_demo_synthetic(tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (out / "feature_weights_rna.png").stat().st_size > 1000
+    assert (out / "attribution_prot.png").stat().st_size > 1000
     assert (out / "training_history.png").stat().st_size > 1000
     query = md.read_h5mu(out / "query_annotated.h5mu")
     assert "mmdyn_prediction" in query.obs and "mmdyn_proba" in query.obsm
@@ -97,6 +97,7 @@ def test_fit_command(fitted):
     assert set(annotated.obs["mmdyn_split"].astype(str)) <= {"train", "validation"}
     assert annotated.uns["mmdyn"]["train_params"]["max_epochs"] == 3
     assert annotated.uns["mmdyn"]["train_params"]["seed"] == 1
+    assert "mmdyn_attribution" in annotated["prot"].varm  # on by default
 
 
 def test_predict_command_matches_loaded_model(fitted, donor_files):
@@ -106,7 +107,7 @@ def test_predict_command_matches_loaded_model(fitted, donor_files):
     assert done.returncode == 0, done.stderr[-3000:]
     out = donor_files["s1d2"].parent / "s1d2_annotated.h5mu"
     done = _cli("predict", donor_files["s1d2"], "--model-dir", model_dir, "--key-added", "cli",
-                "--out", out)
+                "--out", out, "--no-attribution")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == ""
     assert "predict: " in done.stderr and "query accuracy" in done.stderr
@@ -115,6 +116,7 @@ def test_predict_command_matches_loaded_model(fitted, donor_files):
     assert {"cli_proba", "cli_confidence", "cli_latent"} <= set(annotated.obsm.keys())
     assert set(annotated.obs["cli_split"].astype(str)) == {"query"}
     assert "accuracy" in annotated.uns["cli"]["metrics"]["query"]
+    assert "cli_attribution" not in annotated["prot"].varm
 
     query = md.read_h5mu(donor_files["s1d2"])
     expected = MMDynamics.load(str(model_dir), query).predict(query)

@@ -90,14 +90,15 @@ def demo(dataset: str, out: Path, max_epochs: int, seed: int, progress: bool = F
     out.mkdir(parents=True, exist_ok=True)
     _write(query, out / "query_annotated.h5mu")
     _write(train, out / "train_annotated.h5mu")
-    first = model.modalities_[0]
-    fig = pl.feature_weights(query, first, return_fig=True)
-    fig.savefig(out / f"feature_weights_{first}.png", dpi=120, bbox_inches="tight")
+    # Each class's top features by the attribution, for the protein panel where there is one.
+    shown = "prot" if "prot" in model.modalities_ else model.modalities_[0]
+    fig = pl.attribution(query, shown, return_fig=True)
+    fig.savefig(out / f"attribution_{shown}.png", dpi=120, bbox_inches="tight")
     fig = pl.training_history(train, return_fig=True)
     fig.savefig(out / "training_history.png", dpi=120, bbox_inches="tight")
     _info(f"query accuracy {accuracy:.3f} on {query.n_obs} cells")
     _info(f"wrote {out}/query_annotated.h5mu, train_annotated.h5mu, "
-          f"feature_weights_{first}.png, training_history.png")
+          f"attribution_{shown}.png, training_history.png")
     return 0
 
 
@@ -142,7 +143,8 @@ def fit_command(args: argparse.Namespace) -> int:
     _info(f"fitting on {mdata.n_obs} cells (labels {args.labels!r}, recipe {args.recipe})")
     model = tl.fit(mdata, args.labels, modalities=args.modalities, layers=layers,
                    key_added=args.key_added, recipe=args.recipe, seed=args.seed,
-                   image_key=args.image_key, enable_progress_bar=args.progress, **options)
+                   image_key=args.image_key, enable_progress_bar=args.progress,
+                   attribution=not args.no_attribution, **options)
     model.save(str(args.model_dir), overwrite=True)
     _info(f"saved model to {args.model_dir}")
     _write(mdata, args.out)
@@ -183,7 +185,8 @@ def predict_command(args: argparse.Namespace) -> int:
         for m in model.modalities_}))
     _info(f"predicting {mdata.n_obs} cells with the model in {args.model_dir}")
     tl.predict(mdata, model, key_added=args.key_added,
-               unknown_threshold=args.unknown_threshold)
+               unknown_threshold=args.unknown_threshold,
+               attribution=not args.no_attribution)
     _write(mdata, args.out)
     summary = mdata.uns[Key.uns.params(args.key_added)]
     metrics = summary.get("metrics") or {}
@@ -228,6 +231,10 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="allow --out to be the input file (overwrites it)")
+    parser.add_argument("--no-attribution", action="store_true",
+                        help="skip the per-class feature attribution (KEY_attribution in each "
+                        "modality's .varm; 16 forward and backward passes on at most 200 cells "
+                        "per class)")
 
 
 def build_parser() -> argparse.ArgumentParser:

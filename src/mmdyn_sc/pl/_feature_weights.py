@@ -39,10 +39,14 @@ def feature_weights(
     show: bool | None = None,
     return_fig: bool = False,
 ):
-    """Most (and least) informative features of a modality, overall or per class.
+    """The feature gate values of MM dynamics (the study's quantity), overall or per class.
+
+    The gate says how much of each feature the network lets through; it is not the package's
+    explanation of a class (:func:`mmdyn_sc.pl.attribution` draws that; on BMMC the gate
+    ranks canonical markers far less often, ``benchmarks/results/explain.md``).
 
     Without ``groupby``: a bar chart of the ``n_top`` features with the highest
-    informativeness, then (``include_lowest``, as :func:`scanpy.pl.pca_loadings`) the
+    mean gate value, then (``include_lowest``, as :func:`scanpy.pl.pca_loadings`) the
     ``n_top`` with the lowest, below a dotted line. Reads
     ``mdata[modality].var[f"{key}_informativeness"]`` (mean feature-gate value over the cells
     that have the modality). Features the model did not use (NaN) are left out.
@@ -69,7 +73,8 @@ def feature_weights(
         per-class heat map. The stored weights are per *predicted* class; nothing is
         recomputed, so other groupings are not available.
     include_lowest
-        Also show the ``n_top`` least informative features (overall ranking only).
+        Also show the ``n_top`` features with the lowest mean gate value (overall ranking
+        only).
     key
         The fit's ``key_added``.
     cmap
@@ -111,20 +116,20 @@ def _ranking(mdata, modality, n_top, include_lowest, key, ax):
     fig, ax = new_axes(ax, figsize=(5, max(2.5, 0.22 * n_rows + 1.2)))
     top_pos = np.arange(len(top))
     low_pos = len(top) + 1 + np.arange(len(lowest))
-    ax.barh(top_pos, top.to_numpy(), color=TOP_COLOR, label="most informative")
+    ax.barh(top_pos, top.to_numpy(), color=TOP_COLOR, label="highest")
     if len(lowest):
-        ax.barh(low_pos, lowest.to_numpy(), color=LOWEST_COLOR, label="least informative")
+        ax.barh(low_pos, lowest.to_numpy(), color=LOWEST_COLOR, label="lowest")
         ax.axhline(len(top), color="0.5", linestyle=":", linewidth=1)
     ax.set_yticks(
         np.concatenate([top_pos, low_pos]),
         labels=[str(i) for i in top.index] + [str(i) for i in lowest.index],
     )
     ax.set_ylim(n_rows - 0.5, -0.5)  # first rank on top
-    ax.set_xlabel(f"informativeness (mean gate value)\nvar[{column!r}]")
-    title = f"{modality}: top {len(top)}"
+    ax.set_xlabel(f"mean gate value\nvar[{column!r}]")
+    title = f"{modality}: highest {len(top)}"
     if len(lowest):
         title += f" and lowest {len(lowest)}"
-    ax.set_title(f"{title} of {len(scores)} features")
+    ax.set_title(f"{title} mean gate values of {len(scores)} features")
     return fig, ax
 
 
@@ -159,6 +164,6 @@ def _heatmap(mdata, modality, n_top, key, cmap, ax, classes):
                   fontsize=8)
     ax.set_yticks(np.arange(n_rows), labels=[str(r) for r in rows], fontsize=fontsize)
     ax.set_xlabel("predicted class")
-    ax.set_title(f"{modality}: top {n_top} features per class ({n_rows} features)")
+    ax.set_title(f"{modality}: highest {n_top} mean gate values per class ({n_rows} features)")
     fig.colorbar(image, ax=ax, label="mean gate value", shrink=min(1.0, 12 / max(n_rows, 1) + 0.3))
     return fig, ax
