@@ -111,7 +111,7 @@ autodoc_mock_imports: list[str] = []
 #: napoleon misreads). Left out of the class page, as they were before it listed members.
 UNDOCUMENTED_MEMBERS = {
     "MMDynamics": {"infer", "confidence_frame", "predicted_tcp_frame", "feature_weight_frames",
-                   "informativeness",
+                   "informativeness", "attribution_frames", "attribution_blocks",
                    "label_codes"},
 }
 

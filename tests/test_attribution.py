@@ -87,15 +87,19 @@ def test_two_seeds_agree(fitted):
         assert np.mean(shared) >= 0.6, (mod, shared)
 
 
-def test_attribution_false_writes_none_and_bad_options_are_named(synth):
-    ms.tl.fit(synth, "cell_type", seed=0, max_epochs=2, n_hidden=16,
-              enable_progress_bar=False, attribution=False)
-    assert Key.varm.attribution() not in synth["prot"].varm
-    assert "attribution" not in synth.uns["mmdyn"]
+def test_attribution_false_writes_none_and_changes_no_prediction(fitted, _synth_prepared):
+    mdata = _synth_prepared[0].copy()
+    mdata.obs["cell_type"] = mdata.obs["cell_type"].cat.rename_categories(SLASHED)
+    ms.tl.fit(mdata, "cell_type", seed=0, attribution=False, **LEARN)
+    assert Key.varm.attribution() not in mdata["prot"].varm
+    assert "attribution" not in mdata.uns["mmdyn"]
+    # the attribution is computed after training, from its own random state: same fit
+    np.testing.assert_array_equal(mdata.obsm[Key.obsm.proba()].to_numpy(),
+                                  fitted[0][0].obsm[Key.obsm.proba()].to_numpy())
     with pytest.raises(ValueError, match="attribution_cells"):
-        ms.tl.fit(synth, "cell_type", attribution_cells=0)
+        ms.tl.fit(mdata, "cell_type", attribution_cells=0)
     with pytest.raises(TypeError, match="attribution must be"):
-        ms.tl.fit(synth, "cell_type", attribution="yes")
+        ms.tl.fit(mdata, "cell_type", attribution="yes")
 
 
 def test_predict_writes_attribution_and_round_trips(fitted, tmp_path):

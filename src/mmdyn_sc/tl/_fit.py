@@ -238,7 +238,7 @@ def fit(
         as). Integrated gradients of the log probability of a cell's predicted class, from
         the training mean of the input to the cell, averaged over the training cells
         predicted as the class, then credited to the features correlated with each feature
-        (|Pearson r| >= 0.5), so that every one of several redundant markers shows. Rank a
+        (Pearson ``|r| >= 0.5``), so that every one of several redundant markers shows. Rank a
         class's column for its markers (:func:`mmdyn_sc.tl.rank_features`,
         :func:`mmdyn_sc.pl.attribution`). Chosen by measurement against Wilcoxon tests,
         regression coefficients and the gate values: ``benchmarks/results/explain.md``.

@@ -1,0 +1,151 @@
+"""Issue 18: what the per-class attribution costs (``attribution=True``, the default).
+
+Two measurements, in one process, one torch thread:
+
+1. **Fit time on BMMC** (targets: a default fit takes at most 2x the time without it): for
+   each training donor (s1d1, s1d2) and seed, ``tl.fit(..., attribution=False)`` and
+   ``tl.fit(..., attribution=True)`` one after the other (same seed: the same training);
+   the ratio of the medians and the median of the paired ratios.
+2. **tl.predict on 100,000 cells** (target: the attribution adds at most 2x, i.e. a predict
+   with it takes at most 2x one without): a model fitted on pbmc10k (all 4000 genes + 14
+   proteins, coarse ``cell_type`` without HSC, seed 0, default recipe), and a query of
+   100,000 cells drawn with replacement from pbmc10k's cells; ``tl.predict`` with and
+   without attribution, alternating, ``--repeats`` times each; medians.
+
+Usage::
+
+    export MMDYN_SC_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1
+    python benchmarks/attribution_cost.py            # writes results/attribution_cost.md
+    python benchmarks/attribution_cost.py --quick    # 1 seed, 20,000 query cells, no file
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from explain import load_bmmc, load_pbmc10k  # noqa: E402  (the same cells as explain.py)
+from _harness import add_seeds_argument, quiet_process  # noqa: E402
+
+RESULTS_MD = HERE / "results" / "attribution_cost.md"
+
+
+def timed_fit(train, seed, attribution):
+    import mmdyn_sc as ms
+
+    data = train.copy()
+    t0 = time.perf_counter()
+    model = ms.tl.fit(data, "cell_type", seed=seed, enable_progress_bar=False,
+                      attribution=attribution)
+    return time.perf_counter() - t0, model
+
+
+def fit_costs(seeds):
+    mdata = load_bmmc()
+    rows = []
+    for donor in ("s1d1", "s1d2"):
+        train = mdata[mdata.obs["batch"] == donor].copy()
+        for seed in seeds:
+            off, _ = timed_fit(train, seed, False)
+            on, _ = timed_fit(train, seed, True)
+            rows.append({"donor": donor, "seed": seed, "off": off, "on": on})
+            print(f"BMMC {donor} seed {seed}: fit {off:.1f} s without, {on:.1f} s with "
+                  f"attribution", flush=True)
+    return rows
+
+
+def predict_costs(n_query, repeats):
+    import mmdyn_sc as ms
+
+    mdata = load_pbmc10k()
+    t0 = time.perf_counter()
+    model = ms.tl.fit(mdata, "cell_type", seed=0, enable_progress_bar=False,
+                      attribution=False)
+    fit_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    query = mdata[rng.integers(0, mdata.n_obs, n_query)].copy()
+    query.obs_names = [f"q{i}" for i in range(n_query)]
+    for mod in query.mod.values():
+        mod.obs_names = query.obs_names
+    query.update()
+    times = {False: [], True: []}
+    for _ in range(repeats):
+        for attribution in (False, True):
+            data = query.copy()
+            t0 = time.perf_counter()
+            ms.tl.predict(data, model, attribution=attribution)
+            times[attribution].append(time.perf_counter() - t0)
+            print(f"predict {n_query} cells, attribution={attribution}: "
+                  f"{times[attribution][-1]:.1f} s", flush=True)
+    n_classes = len(model.classes_)
+    return {"n_query": n_query, "fit_seconds": fit_s, "times": times,
+            "n_classes": n_classes, "n_features": {m: len(f) for m, f in
+                                                   model.features_.items()}}
+
+
+def markdown(fits, predict, command, wall):
+    lines = ["# What the per-class attribution costs (`benchmarks/attribution_cost.py`)", "",
+             f"Command: `{command}`; total wall {wall:.0f} s; python "
+             f"{platform.python_version()}, {os.cpu_count()} CPUs, 1 torch thread. Shared "
+             "machine: timings are indicative.", "",
+             "## tl.fit on BMMC (default recipe; training donor, all its cells)", "",
+             "| donor | seed | fit s, attribution=False | fit s, attribution=True | ratio |",
+             "|---|---|---|---|---|"]
+    for r in fits:
+        lines.append(f"| {r['donor']} | {r['seed']} | {r['off']:.1f} | {r['on']:.1f} | "
+                     f"{r['on'] / r['off']:.2f} |")
+    off = np.median([r["off"] for r in fits])
+    on = np.median([r["on"] for r in fits])
+    paired = np.median([r["on"] / r["off"] for r in fits])
+    lines += ["", f"Medians: {off:.1f} s without, {on:.1f} s with: ratio of medians "
+              f"{on / off:.2f}, median paired ratio {paired:.2f} (target <= 2: "
+              f"**{'PASS' if paired <= 2 else 'FAIL'}**).", ""]
+    t_off = np.median(predict["times"][False])
+    t_on = np.median(predict["times"][True])
+    lines += [f"## tl.predict on {predict['n_query']:,} cells (pbmc10k resampled)", "",
+              f"Model: pbmc10k, {predict['n_classes']} classes, features "
+              f"{predict['n_features']}, default recipe, fitted in "
+              f"{predict['fit_seconds']:.0f} s. Attribution on at most 200 cells per "
+              "predicted class.", "",
+              "| attribution | runs (s) | median s |", "|---|---|---|",
+              f"| False | {', '.join(f'{t:.1f}' for t in predict['times'][False])} | "
+              f"{t_off:.1f} |",
+              f"| True | {', '.join(f'{t:.1f}' for t in predict['times'][True])} | "
+              f"{t_on:.1f} |", "",
+              f"Ratio {t_on / t_off:.2f} (target <= 2: "
+              f"**{'PASS' if t_on / t_off <= 2 else 'FAIL'}**).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_seeds_argument(parser, 3, what="tl.fit seeds per BMMC donor")
+    parser.add_argument("--n-query", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    quiet_process(1)
+    t0 = time.perf_counter()
+    seeds = [0] if args.quick else args.seeds
+    fits = fit_costs(seeds)
+    predict = predict_costs(20_000 if args.quick else args.n_query,
+                            1 if args.quick else args.repeats)
+    command = "python benchmarks/attribution_cost.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    text = markdown(fits, predict, command.strip(), time.perf_counter() - t0)
+    print(text)
+    if not args.quick:
+        RESULTS_MD.write_text(text)
+        print(f"wrote {RESULTS_MD}")
+
+
+if __name__ == "__main__":
+    main()
