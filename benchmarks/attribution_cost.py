@@ -64,6 +64,7 @@ def fit_costs(seeds):
 
 def predict_costs(n_query, repeats):
     import mmdyn_sc as ms
+    from mudata import MuData
 
     mdata = load_pbmc10k()
     t0 = time.perf_counter()
@@ -71,11 +72,14 @@ def predict_costs(n_query, repeats):
                       attribution=False)
     fit_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
-    query = mdata[rng.integers(0, mdata.n_obs, n_query)].copy()
-    query.obs_names = [f"q{i}" for i in range(n_query)]
-    for mod in query.mod.values():
-        mod.obs_names = query.obs_names
-    query.update()
+    rows = rng.integers(0, mdata.n_obs, n_query)
+    names = [f"q{i}" for i in range(n_query)]
+    modalities = {}
+    for name, mod in mdata.mod.items():  # per AnnData: MuData is slow on repeated names
+        part = mod[mdata.obs_names[rows]].copy()
+        part.obs_names = names
+        modalities[name] = part
+    query = MuData(modalities)
     times = {False: [], True: []}
     for _ in range(repeats):
         for attribution in (False, True):
