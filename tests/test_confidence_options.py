@@ -63,13 +63,13 @@ def test_modality_dropout_zero_is_the_original(synth_batches, fast):
 
 def test_unknown_threshold(synth_fitted):
     _, query, model = synth_fitted
-    # A threshold that splits this query: the median top probability of a plain prediction.
-    top = ms.tl.predict(query, model, copy=True).obsm["mmdyn_proba"].max(1).to_numpy()
-    threshold = float(np.median(top))
+    # A threshold that splits this query: the median certainty of a plain prediction.
+    certainty = ms.tl.predict(query, model, copy=True).obs["mmdyn_certainty"].to_numpy()
+    threshold = float(np.median(certainty))
     ms.tl.predict(query, model, unknown_threshold=threshold)
     prediction = query.obs["mmdyn_prediction"]
     assert list(prediction.cat.categories) == [*model.classes_, "Unknown"]
-    below = query.obsm["mmdyn_proba"].max(1).to_numpy() < threshold
+    below = query.obs["mmdyn_certainty"].to_numpy() < threshold  # the certainty, not max p
     assert below.any() and not below.all()
     assert (prediction[below] == "Unknown").all()
     assert (prediction[~below].astype(str).to_numpy()

@@ -109,7 +109,7 @@ def test_fit_predict_writes_the_contract(bmmc_fitted):
                            "rna.varm_keys", "prot.varm_keys"}
         assert not any(k.startswith("_scvi") for k in mdata.uns)
         obs_new = set(mdata.obs.columns) - bmmc_fitted.obs_columns[name]
-        assert obs_new == {"mmdyn_prediction", "mmdyn_split"}
+        assert obs_new == {"mmdyn_prediction", "mmdyn_split", "mmdyn_certainty"}
         for mod in ("rna", "prot"):
             assert set(mdata[mod].layers) - {None} == {"counts", "mmdyn_prepared"}
 

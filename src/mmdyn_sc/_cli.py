@@ -193,7 +193,14 @@ def predict_command(args: argparse.Namespace) -> int:
     labelled = ""
     if "query" in metrics:
         labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
-        labelled = f"; labels {labels_key!r}{_accuracy_text(metrics, 'query')}"
+        labelled = (f"; labels {labels_key!r}{_accuracy_text(metrics, 'query')} on the cells "
+                    "of the model's classes")
+        everything = metrics.get("query_all") or {}
+        if everything.get("n_unseen_class"):
+            labelled += (f", {float(everything['accuracy']):.3f} on all "
+                         f"{int(everything['n_labelled'])} labelled cells "
+                         f"({int(everything['n_unseen_class'])} of classes the model never "
+                         "saw, right only when called Unknown)")
     _info(f"predict: {mdata.n_obs} cells, {len(model.classes_)} classes{labelled}")
     return 0
 
@@ -341,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"folder with a model saved by `mmdyn-sc fit` ({MODEL_FILE})")
     _add_output_arguments(p_predict)
     p_predict.add_argument("--unknown-threshold", type=float, metavar="P",
-                           help="label cells whose highest class probability is below P "
+                           help="label cells whose certainty (KEY_certainty: the calibrated "
+                           "probability that the call is right, lower where the modalities "
+                           "disagree or the cell is far from every class) is below P "
                            "'Unknown' (default: label every cell)")
     p_predict.set_defaults(handler=predict_command)
     return parser

@@ -37,6 +37,11 @@ class Key:
             return f"{key}_prediction"
 
         @staticmethod
+        def certainty(key: str = DEFAULT_KEY) -> str:
+            """Probability that the predicted class is right, calibrated on validation cells."""
+            return f"{key}_certainty"
+
+        @staticmethod
         def split(key: str = DEFAULT_KEY) -> str:
             """Role of the cell: train / validation / unlabeled / query (categorical)."""
             return f"{key}_split"
@@ -67,6 +72,11 @@ class Key:
         def tcp_true(key: str = DEFAULT_KEY) -> str:
             """True class probability of each modality's classifier (cells x modalities)."""
             return f"{key}_tcp_true"
+
+        @staticmethod
+        def modality_certainty(key: str = DEFAULT_KEY) -> str:
+            """Per cell and modality: probability that the modality's own classifier is right."""
+            return f"{key}_modality_certainty"
 
         @staticmethod
         def latent(key: str = DEFAULT_KEY) -> str:

@@ -20,7 +20,7 @@ from .._data import LABELS_COLUMN, align_mudata
 from .._data._images import IMAGE_KEY
 from .._utils import warn
 from ..module import MMDynamicsModule
-from . import _attribution, _results
+from . import _attribution, _certainty, _results
 from ._checkpoint import MMDynamicsTrainRunner
 from ._feature_scaling import check_feature_clip
 from ._inference import InferenceResult, run_inference
@@ -71,7 +71,8 @@ class MMDynamics(BaseModelClass):
     feature_scaling
         ``"standard"`` (default), ``"minmax"`` (the study's) or ``None``: per-feature
         scaling fitted on the training cells when :meth:`train` runs, stored in the model and
-        reapplied to new data. An image modality is scaled per channel (every pixel a value of its channel).
+        reapplied to new data. An image modality is scaled per channel (every pixel a value
+        of its channel).
     feature_clip
         5 (default), ``None`` (no clipping, as in the original), or c > 0 with
         ``feature_scaling="standard"``: z-scores of tabular modalities are clipped to
@@ -410,6 +411,36 @@ class MMDynamics(BaseModelClass):
             datasplitter_kwargs=datasplitter_kwargs, plan_kwargs=plan_kwargs,
             trainer_kwargs=trainer_kwargs,
         )
+        self.certainty_ = self._fit_certainty()
+
+    def _fit_certainty(self) -> dict:
+        """Calibrate the certainty on the validation cells (:mod:`._certainty`).
+
+        The latent prototypes come from at most 1000 training cells per class; the novelty
+        reference is the validation cells (the training cells when there are none).
+        """
+        val = np.asarray(self.validation_indices, dtype=np.int64)
+        train = np.asarray(self.train_indices, dtype=np.int64)
+        codes = self.label_codes
+        train = train[_attribution.sample_per_class(codes[train], len(self.classes_),
+                                                    _certainty.PROTOTYPE_CELLS)]
+        rows = np.concatenate([train, val])
+        # Batches no larger than training's: the same peak memory.
+        batch_size = min(1024, int(getattr(self, "train_params_", {}).get("batch_size", 1024)))
+        loader = self._make_data_loader(adata=self.adata, indices=rows, batch_size=batch_size,
+                                        shuffle=False, **self._loader_kwargs(self.adata))
+        with kept_random_state():
+            result = run_inference(self.module, loader, len(self.modalities_),
+                                   len(self.classes_))
+        n_train = len(train)
+        sizes = [branch.classifier.in_features for branch in self.module.branches]
+        ends = np.cumsum(sizes)
+        blocks = [(int(end - size), int(end)) for end, size in zip(ends, sizes, strict=True)]
+        reference = np.arange(len(rows)) >= n_train
+        novelty = _certainty.fit_novelty(result.latent, result.weights, result.present,
+                                         codes[rows], len(self.classes_), blocks, reference)
+        on_validation = _results.subset(result, np.flatnonzero(reference))
+        return _certainty.fit_certainty(on_validation, codes[val], self.modalities_, novelty)
 
     @property
     def is_global_zero(self) -> bool:

@@ -49,3 +49,15 @@ def informativeness(result: InferenceResult, m: int) -> np.ndarray | None:
         return None
     total = result.gate_counts[m].sum()
     return result.gate_sums[m].sum(0) / max(total, 1.0)
+
+
+def subset(result: InferenceResult, rows: np.ndarray) -> InferenceResult:
+    """The per-cell fields of ``result`` for ``rows`` (per-class sums are not subset)."""
+    return InferenceResult(
+        proba=result.proba[rows],
+        modality_proba=[p[rows] for p in result.modality_proba],
+        weights=result.weights[rows], confidence=result.confidence[rows],
+        tcp_hat=None if result.tcp_hat is None else result.tcp_hat[rows],
+        present=result.present[rows], latent=result.latent[rows],
+        gate_sums=result.gate_sums, gate_counts=result.gate_counts,
+    )

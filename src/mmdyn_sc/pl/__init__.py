@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
     from ._feature_weights import feature_weights
     from ._heatmaps import heatmaps
     from ._modality_confidence import modality_confidence
+    from ._reliability import reliability
     from ._tcp_calibration import tcp_calibration
     from ._training_history import training_history
 
@@ -23,6 +24,7 @@ _LAZY = {
     "feature_weights": "._feature_weights",
     "heatmaps": "._heatmaps",
     "modality_confidence": "._modality_confidence",
+    "reliability": "._reliability",
     "tcp_calibration": "._tcp_calibration",
     "training_history": "._training_history",
 }
@@ -33,6 +35,7 @@ __all__ = [
     "feature_weights",
     "heatmaps",
     "modality_confidence",
+    "reliability",
     "tcp_calibration",
     "training_history",
 ]

@@ -37,14 +37,19 @@ def modality_confidence(
     key: str = DEFAULT_KEY,
     modalities: Sequence[str] | None = None,
     kind: str = "box",
+    values: str = "confidence",
     ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
 ):
-    """Per-cell weight of each modality (predicted TCP), by group of cells.
+    """Per-cell confidence or certainty of each modality, by group of cells.
 
-    Reads ``mdata.obsm[f"{key}_confidence"]`` (cells x modalities, written by
-    :func:`mmdyn_sc.tl.fit` / :func:`mmdyn_sc.tl.predict`) and ``mdata.obs[groupby]``. For
+    Reads ``mdata.obsm[f"{key}_confidence"]`` (``values="confidence"``: the weight the fusion
+    gave each modality; its meaning depends on the fit's ``confidence`` option and the axis
+    says which) or ``mdata.obsm[f"{key}_modality_certainty"]`` (``values="certainty"``: the
+    calibrated probability that the modality's own classifier is right), cells x
+    modalities, written by :func:`mmdyn_sc.tl.fit` / :func:`mmdyn_sc.tl.predict`, and
+    ``mdata.obs[groupby]``. For
     each group, one box (or violin) per modality, side by side, one colour per modality.
     NaN confidences (the cell lacks the modality) are skipped; a group with no value for a
     modality gets no box. Without modality informativeness every weight is 1.
@@ -62,6 +67,8 @@ def modality_confidence(
         Modalities to show (default: all columns of the confidence).
     kind
         ``"box"`` or ``"violin"``.
+    values
+        ``"confidence"`` (the fusion weights) or ``"certainty"`` (per-modality certainty).
     ax
         Axes to draw into (default: a new figure).
     {show_return_fig}
@@ -72,7 +79,12 @@ def modality_confidence(
     """
     if kind not in ("box", "violin"):
         raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}.")
-    confidence = obsm_frame(mdata, Key.obsm.confidence(key), key)
+    if values not in ("confidence", "certainty"):
+        raise ValueError(f"values must be 'confidence' or 'certainty', got {values!r}.")
+    drawn = values
+    name = (Key.obsm.confidence(key) if drawn == "confidence"
+            else Key.obsm.modality_certainty(key))
+    confidence = obsm_frame(mdata, name, key)
     colors = modality_colors([str(c) for c in confidence.columns])
     if modalities is None:
         modalities = [str(c) for c in confidence.columns]
@@ -81,7 +93,7 @@ def modality_confidence(
         missing = [m for m in modalities if m not in confidence.columns]
         if missing:
             raise KeyError(
-                f"{missing} not in mdata.obsm[{Key.obsm.confidence(key)!r}] "
+                f"{missing} not in mdata.obsm[{name!r}] "
                 f"(modalities: {list(confidence.columns)})."
             )
     column, groups = group_labels(mdata, groupby, key)
@@ -109,10 +121,29 @@ def modality_confidence(
                   ha="right", rotation_mode="anchor")
     ax.set_xlim(-0.6, n_groups - 0.4)
     ax.set_xlabel(groupby)
-    ax.set_ylabel("modality confidence (predicted TCP)")
+    ax.set_ylabel(axis_label(mdata, key, drawn))
     ax.legend(handles=[Patch(facecolor=colors[m], label=m) for m in modalities],
               title="modality", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return finish(fig, ax, show, return_fig)
+
+
+#: What ``obsm[f"{key}_confidence"]`` holds under each ``confidence`` option of the fit.
+CONFIDENCE_MEANING = {
+    "energy": "fusion weight (share of softmax(-energy))",
+    "pdf": "fusion weight (PDF share)",
+    "tcp": "fusion weight (predicted TCP)",
+    "tcp_calibrated": "fusion weight (predicted TCP, calibrated head)",
+}
+
+
+def axis_label(mdata: MuData, key: str, values: str) -> str:
+    """The y-axis label: what the drawn values are under the fit's options."""
+    if values == "certainty":
+        return "modality certainty\n(P(modality's own call is right))"
+    option = str(mdata.uns.get(key, {}).get("confidence", {}).get("option", ""))
+    if option.startswith("none"):
+        return "fusion weight (1: MI off)"
+    return CONFIDENCE_MEANING.get(option, "modality confidence")
 
 
 def _boxes(ax, data, positions, width, color, mod):

@@ -6,6 +6,7 @@ import numpy as np
 
 from .._metrics import relative_tcp_error, spearman
 from ..model import MMDynamics
+from ..model._certainty import modality_certainty
 from ..model._inference import InferenceResult
 
 NOT_APPLICABLE = "n/a"
@@ -36,11 +37,14 @@ def confidence_report(
     ``{"option": ..., "cells": ..., "modalities": {mod: {"relative_error", "spearman",
     "n_cells"}}}``: ``relative_error`` is ``mean |t^ - t| / mean t`` of the predicted TCP
     (``"n/a"`` when the option predicts none), ``spearman`` the rank correlation of the
-    predicted TCP (else of the confidence) with the true TCP.
+    predicted TCP (else of the confidence) with the true TCP, ``certainty_spearman`` that of
+    the modality certainty (``obsm[f"{key}_modality_certainty"]``).
     """
     module = model.module
     option = module.confidence if module.modality_informativeness else "none (MI off)"
     predicted = result.tcp_hat
+    certainty = modality_certainty(getattr(model, "certainty_", None), model.modalities_,
+                                   result.modality_proba, result.present)
     per_modality = {}
     for m, mod in enumerate(model.modalities_):
         cells = rows[result.present[rows, m] & np.isfinite(true_tcp[rows, m])]
@@ -50,6 +54,7 @@ def confidence_report(
             "relative_error": (relative_tcp_error(score, truth) if predicted is not None
                                else NOT_APPLICABLE),
             "spearman": spearman(score, truth),
+            "certainty_spearman": spearman(certainty[cells, m], truth),
             "n_cells": int(len(cells)),
         }
     return {"option": option, "modalities": per_modality}

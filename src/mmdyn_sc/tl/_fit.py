@@ -203,6 +203,12 @@ def fit(
 
     ``mdata.obs[f"{key_added}_prediction"]``
         Predicted class (categorical).
+    ``mdata.obs[f"{key_added}_certainty"]``
+        Probability that the predicted class is right: the highest class probability
+        calibrated on the validation cells (temperature scaling), lowered where the
+        modalities' own classifiers prefer another class and where the cell's fused latent is
+        far from every class (cells of a type the model never saw); measured in
+        ``benchmarks/results/confidence.md``. Uncalibrated without validation cells.
     ``mdata.obs[f"{key_added}_split"]``
         ``train`` / ``validation`` / ``unlabeled`` (categorical); ``calibration`` for the
         training cells that only the confidence heads of ``"tcp_calibrated"`` learn from
@@ -217,6 +223,11 @@ def fit(
         ``"tcp_calibrated"``: in (0, 1)), the modality's share of the fusion weight over
         the modalities the cell has (``"energy"``, ``"pdf"``; rows sum to 1), or 1 without
         MI.
+    ``mdata.obsm[f"{key_added}_modality_certainty"]``
+        Per cell and modality, the probability that the modality's own classifier is right
+        (its highest class probability calibrated on the validation cells), DataFrame cells
+        x modalities, NaN where the cell lacks the modality. ``obsm[f"{key_added}_confidence"]``
+        stays the weight the fusion used.
     ``mdata.obsm[f"{key_added}_tcp_predicted"]``
         Predicted TCP per cell and modality (``"tcp"``, ``"tcp_calibrated"`` and ``"pdf"``,
         whose mono-confidence predicts it); absent for the other options.
@@ -256,7 +267,10 @@ def fit(
         metric, index = epoch), ``images`` (image modalities only: per modality
         ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` and
         ``heatmap``, whether one was written), ``attribution`` (how the attribution was
-        computed, and ``n_cells`` per modality and class), ``metrics`` (accuracy, F1 and balanced
+        computed, and ``n_cells`` per modality and class), ``certainty`` (the temperatures,
+        where they were fitted, and ``diagnostics`` on the validation cells: ``ece``,
+        ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``, ``n_cells``, labelled
+        in-sample or cross-fitted), ``metrics`` (accuracy, F1 and balanced
         accuracy per split of the labelled cells), ``confidence`` (the option and, per
         modality on validation cells only, ``relative_error`` of the predicted TCP,
         ``mean |t^ - t| / mean t``,

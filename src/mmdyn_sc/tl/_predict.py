@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from mudata import MuData
 
-from .._keys import DEFAULT_KEY, SPLIT_QUERY
+from .._data._labels import resolve_labels
+from .._keys import DEFAULT_KEY, SPLIT_QUERY, Key
 from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
@@ -13,6 +14,18 @@ from ..model._seeding import kept_random_state
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
 from ._store import UNKNOWN, write_results
+
+
+def unseen_class_cells(mdata: MuData, labels_key: str | None, classes) -> np.ndarray | None:
+    """Cells whose label is not a class of the model; ``None`` when the query has no labels."""
+    if labels_key is None:
+        return None
+    try:
+        labels = resolve_labels(mdata, labels_key)
+    except KeyError:
+        return None
+    values = labels.astype(object)
+    return (values.notna() & ~values.isin(list(classes))).to_numpy()
 
 
 @kept_random_state()  # MuData updates and data loaders draw from the global generators
@@ -51,10 +64,14 @@ def predict(
     batch_size
         Cells per inference batch.
     unknown_threshold
-        Label a cell ``"Unknown"`` in ``obs[f"{key_added}_prediction"]`` when its highest
-        class probability is below this value (as CellTypist users expect); ``None`` (the
-        default) labels every cell. ``obsm[f"{key_added}_proba"]`` and the metrics (on the
-        most probable class) are unchanged; ``uns[key_added]["n_unknown"]`` counts them.
+        Label a cell ``"Unknown"`` in ``obs[f"{key_added}_prediction"]`` when its certainty
+        (``obs[f"{key_added}_certainty"]``, the calibrated probability that the call is
+        right, which drops where the modalities disagree, as they tend to on cell types
+        the model never saw) is below this value; ``None`` (the default) labels every cell.
+        ``obsm[f"{key_added}_proba"]`` and ``metrics["query"]`` (on the most probable
+        class) are unchanged; ``metrics["query_all"]`` counts an ``Unknown`` call right
+        only for a cell whose label is not a class of the model;
+        ``uns[key_added]["n_unknown"]`` counts them.
     attribution
         Compute the per-class feature attribution (``varm[f"{key_added}_attribution"]``,
         see :func:`mmdyn_sc.tl.fit`) on at most ``attribution_cells`` query cells per
@@ -68,7 +85,10 @@ def predict(
     :func:`mmdyn_sc.tl.fit`, with ``obs[f"{key_added}_split"] = "query"`` for every cell;
     ``obsm[f"{key_added}_tcp_true"]`` is filled where the query has the model's labels
     column with known classes. ``uns[key_added]`` describes the model, plus ``metrics`` on
-    labelled query cells.
+    labelled query cells: ``query`` (cells of the model's classes) and ``query_all`` (every
+    labelled cell; a cell of a class the model never saw is right only when called
+    ``Unknown``; with ``n_labelled`` and ``n_unseen_class``), and ``certainty`` with the
+    same calibration diagnostics on them.
     """
     _check_key(key_added)
     check_attribution_options(attribution, attribution_cells)
@@ -87,13 +107,18 @@ def predict(
     labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
     label_codes, _ = resolve_label_codes(target, labels_key, model.classes_,
                                          labels_required=False)
+    unseen_class = unseen_class_cells(target, labels_key, model.classes_)
     split = np.full(target.n_obs, SPLIT_QUERY, dtype=object)
     uns = model_summary(model, key_added)
     uns["modalities_used"] = [m for m in model.modalities_ if m in target.mod]
     if unknown_threshold is not None:
         uns["unknown_threshold"] = float(unknown_threshold)
-        uns["n_unknown"] = int((result.proba.max(1) < unknown_threshold).sum())
     write_results(target, model, result, key_added, split, label_codes, uns,
                   unknown_threshold=unknown_threshold,
-                  attribution=describe(attribution_cells, "query") if attribution else None)
+                  attribution=describe(attribution_cells, "query") if attribution else None,
+                  unseen_class=unseen_class)
+    if unknown_threshold is not None:
+        record = target.uns[Key.uns.params(key_added)]
+        calls = target.obs[Key.obs.prediction(key_added)]
+        record["n_unknown"] = int((calls == UNKNOWN).sum())
     return target if copy else None

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._calibration import calibration_report
 from .._keys import SPLIT_CATEGORIES, SPLIT_QUERY, SPLIT_VALIDATION, Key
 from .._metrics import classification_metrics
 from .._names import safe_columns, safe_names
 from .._utils import history_to_arrays, logger
-from ..model import MMDynamics
+from ..model import MMDynamics, _certainty
 from ..model._inference import InferenceResult
 from ._confidence_report import confidence_report
 
@@ -88,14 +89,60 @@ UNKNOWN = "Unknown"
 
 
 def prediction_column(
-    proba: np.ndarray, classes: list[str], unknown_threshold: float | None
+    proba: np.ndarray, classes: list[str], unknown_threshold: float | None,
+    certainty: np.ndarray | None = None,
 ) -> pd.Categorical:
-    """Most probable class per cell; :data:`UNKNOWN` below ``unknown_threshold``."""
+    """Most probable class per cell; :data:`UNKNOWN` below ``unknown_threshold``.
+
+    Compared with ``certainty`` (default: the highest class probability).
+    """
     predicted = proba.argmax(1)
     if unknown_threshold is None:
         return pd.Categorical.from_codes(predicted, categories=classes)
-    codes = np.where(proba.max(1) < unknown_threshold, len(classes), predicted)
+    score = proba.max(1) if certainty is None else certainty
+    codes = np.where(score < unknown_threshold, len(classes), predicted)
     return pd.Categorical.from_codes(codes, categories=[*classes, UNKNOWN])
+
+
+def all_labelled_metrics(label_codes: np.ndarray, unseen_class: np.ndarray, calls: np.ndarray,
+                         classes: list[str]) -> dict:
+    """Metrics over every labelled query cell.
+
+    A cell of a class the model never saw is right only when called :data:`UNKNOWN`;
+    ``n_labelled`` and ``n_unseen_class`` say how many cells there are.
+    """
+    known = label_codes >= 0
+    rows = np.flatnonzero(known | unseen_class)
+    truth = np.where(unseen_class[rows], UNKNOWN,
+                     np.asarray(classes, dtype=object)[np.clip(label_codes[rows], 0, None)])
+    return {**classification_metrics(truth.astype(str), calls[rows]),
+            "n_labelled": int(len(rows)), "n_unseen_class": int(unseen_class.sum())}
+
+
+def certainty_record(state: dict | None, certainty: np.ndarray, predicted: np.ndarray,
+                     label_codes: np.ndarray, split: np.ndarray,
+                     unseen_class: np.ndarray | None) -> dict:
+    """What ``uns[key]["certainty"]`` records.
+
+    The fitted state and its diagnostics, and on labelled query cells the same diagnostics
+    (``query``: known classes; ``query_all``: cells of classes the model never saw counted
+    as wrong calls).
+    """
+    if state is None:
+        record = {"calibrated_on": "none: model saved before mmdyn_sc 0.2.0, certainty is the "
+                                   "highest class probability"}
+    else:
+        # the latent prototypes stay with the model
+        record = {k: v for k, v in state.items() if k not in ("prototypes", "variance")}
+    query = np.flatnonzero((split == SPLIT_QUERY) & (label_codes >= 0))
+    if len(query):
+        record["query"] = calibration_report(certainty[query],
+                                             predicted[query] == label_codes[query])
+    if unseen_class is not None and unseen_class.any():
+        rows = np.flatnonzero((label_codes >= 0) | unseen_class)
+        correct = (predicted[rows] == label_codes[rows]) & ~unseen_class[rows]
+        record["query_all"] = calibration_report(certainty[rows], correct)
+    return record
 
 
 def true_class_probability(
@@ -141,6 +188,7 @@ def write_results(
     uns: dict,
     unknown_threshold: float | None = None,
     attribution: dict | None = None,
+    unseen_class: np.ndarray | None = None,
 ) -> None:
     """Write every documented key of a fit or prediction into ``mdata`` and log them.
 
@@ -151,18 +199,25 @@ def write_results(
     ``unknown_threshold``, cells whose highest class
     probability is below it are labelled :data:`UNKNOWN` in the prediction column
     (probabilities and metrics unchanged). ``attribution`` describes ``result.attribution``
-    (:func:`mmdyn_sc.model._attribution.describe`) when there is one.
+    (:func:`mmdyn_sc.model._attribution.describe`) when there is one. ``unseen_class``
+    (query cells whose label is not a class of the model) adds ``metrics["query_all"]``.
     """
     writer = ResultWriter(mdata)
     index = mdata.obs_names
     classes = model.classes_
     predicted = result.proba.argmax(1)
+    state = _certainty.model_state(model)
+    certainty = _certainty.certainty(state, result)
     writer.obs(Key.obs.prediction(key_added),
-               prediction_column(result.proba, classes, unknown_threshold))
+               prediction_column(result.proba, classes, unknown_threshold, certainty))
+    writer.obs(Key.obs.certainty(key_added), certainty.astype(np.float32))
     writer.obs(Key.obs.split(key_added), pd.Categorical(split, categories=SPLIT_CATEGORIES))
     writer.obsm(Key.obsm.proba(key_added), pd.DataFrame(result.proba, index=index,
                                                         columns=classes))
     writer.obsm(Key.obsm.confidence(key_added), model.confidence_frame(result, index))
+    writer.obsm(Key.obsm.modality_certainty(key_added), pd.DataFrame(
+        _certainty.modality_certainty(state, model.modalities_, result.modality_proba,
+                                      result.present), index=index, columns=model.modalities_))
     tcp_predicted = model.predicted_tcp_frame(result, index)
     if tcp_predicted is not None:
         writer.obsm(Key.obsm.tcp_predicted(key_added), tcp_predicted)
@@ -200,12 +255,18 @@ def write_results(
         )
         if len(rows)
     }
+    if unseen_class is not None:
+        calls = np.asarray(mdata.obs[Key.obs.prediction(key_added)].astype(str))
+        uns["metrics"]["query_all"] = all_labelled_metrics(
+            label_codes, unseen_class, calls, classes)
     # The confidence diagnosis on cells it was not trained on.
     unseen = labelled[np.isin(split[labelled], [SPLIT_VALIDATION, SPLIT_QUERY])]
     uns["confidence"] = {
         **confidence_report(model, result, true_tcp.to_numpy(), unseen),
         "cells": "validation" if (split[unseen] == SPLIT_VALIDATION).any() else "query",
     }
+    uns["certainty"] = certainty_record(state, certainty, predicted, label_codes, split,
+                                        unseen_class)
     if result.attribution is not None:
         uns["attribution"] = {**attribution, "n_cells": {
             mod: dict(zip(classes, counts.tolist(), strict=True))

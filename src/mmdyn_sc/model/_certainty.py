@@ -1,0 +1,284 @@
+"""Per-cell certainty: the probability that a call is right, lowered for unfamiliar cells.
+
+``certainty = calibrated(max_c p_c) x agreement ** (1/4) x novelty``:
+
+- ``calibrated`` maps the highest fused class probability to the probability that the call
+  is right, by a logistic regression on its logit fitted on the validation cells (Platt
+  scaling; increasing, so it keeps the ranking of the highest probability).
+- ``agreement``, for cells with two or more modalities, is the product over their modalities
+  of ``p_m(prediction) / max_c p_m(c)``: 1 when every modality's own classifier ranks the
+  fused prediction first, lower when one prefers another class. A cell type absent from
+  training tends to be forced into the nearest known class by the fused classifier, with a
+  high probability, while the modalities disagree about it.
+- ``novelty = exp(-max(0, z - 1))`` with ``z`` the log distance of the cell's latent (each
+  modality's latent before the fusion weighting, over the modalities the cell has) to the
+  nearest class prototype (mean latent of the class's training cells; per-dimension pooled
+  within-class variance), centred on the validation cells' median and scaled by their
+  median-to-90th-percentile spread: cells as close to a known class as validation cells keep
+  their certainty, cells far from every class lose it.
+
+Per modality, ``modality certainty`` is the modality classifier's own highest probability,
+Platt-scaled the same way on the validation cells that have the modality.
+
+Without validation cells (``train_size=1``, recipe ``"paper"``) the calibration is the
+identity (the uncalibrated probability) and the state says so; the novelty reference is then
+the training cells. The
+combination was chosen after looking at test cells (BMMC query donors, pbmc10k held-out
+classes); ``benchmarks/results/confidence.md`` says so and what it costs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._calibration import calibration_report
+from .._utils import logger
+
+#: Validation cells needed to fit a calibration (fewer: the identity).
+MIN_VALIDATION_CELLS = 10
+#: Validation cells from which the stored diagnostics are cross-fitted (2 folds).
+MIN_CROSS_FIT_CELLS = 40
+#: Power of the modality agreement in the certainty.
+AGREEMENT_POWER = 0.25
+#: Training cells per class used for the latent prototypes.
+PROTOTYPE_CELLS = 1000
+#: The identity calibration (slope, intercept on the logit).
+IDENTITY = (1.0, 0.0)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _shift(x: np.ndarray, target: float) -> float:
+    """``b`` with mean ``sigmoid(x + b)`` = ``target`` (bisection)."""
+    low, high = -30.0, 30.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if np.mean(1.0 / (1.0 + np.exp(-(x + mid)))) < target:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def fit_platt(top: np.ndarray, correct: np.ndarray) -> tuple[tuple[float, float], str]:
+    """(slope, intercept) of ``P(right) = sigmoid(a logit(top) + b)`` and what it was fitted on.
+
+    Platt's method with his smoothed targets, ``(N+ + 1) / (N+ + 2)`` for right calls and
+    ``1 / (N- + 2)`` for wrong ones, so that a handful of errors is not over-fitted. When every
+    validation call is right (or every one wrong) there is no slope to learn: the logit is
+    only shifted, so that the mean certainty of the validation cells is the smoothed target.
+    Fewer than :data:`MIN_VALIDATION_CELLS` cells: the identity.
+    """
+    correct = np.asarray(correct, bool)
+    if len(top) < MIN_VALIDATION_CELLS:
+        return IDENTITY, f"none: fewer than {MIN_VALIDATION_CELLS} validation cells"
+    x = logit(top)
+    n_right, n_wrong = int(correct.sum()), int((~correct).sum())
+    t_right, t_wrong = (n_right + 1) / (n_right + 2), 1 / (n_wrong + 2)
+    if n_wrong == 0 or n_right == 0:
+        target = t_right if n_wrong == 0 else t_wrong
+        return (1.0, _shift(x, target)), "validation cells (shift only: every call right)" \
+            if n_wrong == 0 else "validation cells (shift only: every call wrong)"
+    from sklearn.linear_model import LogisticRegression
+
+    target = np.where(correct, t_right, t_wrong)
+    fit = LogisticRegression(C=1e4).fit(
+        np.concatenate([x, x])[:, None], np.r_[np.ones(len(x)), np.zeros(len(x))],
+        sample_weight=np.r_[target, 1 - target])
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if slope <= 0:
+        return (1.0, _shift(x, float(target.mean()))), \
+            "validation cells (shift only: the fitted slope was not positive)"
+    return (slope, intercept), "validation cells"
+
+
+def calibrate(top: np.ndarray, platt) -> np.ndarray:
+    slope, intercept = platt
+    return 1.0 / (1.0 + np.exp(-(slope * logit(top) + intercept)))
+
+
+def agreement(modality_proba: list[np.ndarray], present: np.ndarray,
+              predicted: np.ndarray) -> np.ndarray:
+    """Product over a cell's modalities of ``p_m(predicted) / max p_m`` (1 with one modality)."""
+    n = len(predicted)
+    rows = np.arange(n)
+    factor = np.ones(n)
+    several = present.sum(1) >= 2
+    for m, p in enumerate(modality_proba):
+        ratio = p[rows, predicted] / np.clip(p.max(1), 1e-12, None)
+        factor *= np.where(several & present[:, m], ratio, 1.0)
+    return factor
+
+
+# ------------------------------------------------------------------------------ novelty
+def unweighted(latent: np.ndarray, weights: np.ndarray, blocks: list) -> np.ndarray:
+    """Each modality's latent block divided by the fusion weight it was scaled by."""
+    out = np.zeros_like(latent, dtype=np.float64)
+    for m, (start, stop) in enumerate(blocks):
+        w = weights[:, m:m + 1]
+        out[:, start:stop] = np.where(w > 0, latent[:, start:stop] / np.where(w > 0, w, 1), 0)
+    return out
+
+
+def nearest_prototype_distance(latent: np.ndarray, present: np.ndarray, state: dict,
+                               block: int = 4096) -> np.ndarray:
+    """Mean squared standardised distance to the nearest prototype, (n,).
+
+    Over the latent dimensions of the modalities each cell has.
+    """
+    prototypes = np.asarray(state["prototypes"], dtype=np.float64)
+    scale = 1.0 / np.asarray(state["variance"], dtype=np.float64)
+    blocks = state["blocks"]
+    dims = np.zeros((len(blocks), prototypes.shape[1]))
+    for m, (start, stop) in enumerate(blocks):
+        dims[m, start:stop] = 1.0
+    out = np.empty(len(latent))
+    for start in range(0, len(latent), block):
+        x = np.asarray(latent[start:start + block], dtype=np.float64)
+        mask = present[start:start + block].astype(float) @ dims  # (b, D) 1 on own dims
+        sq = (x[:, None, :] - prototypes[None]) ** 2 * scale * mask[:, None, :]
+        out[start:start + block] = sq.sum(-1).min(1) / np.maximum(mask.sum(1), 1.0)
+    return out
+
+
+def fit_novelty(latent: np.ndarray, weights: np.ndarray, present: np.ndarray,
+                labels: np.ndarray, n_classes: int, blocks: list,
+                reference: np.ndarray) -> dict:
+    """The novelty state: class prototypes, variance and the reference distances.
+
+    Prototypes and pooled per-dimension variance come from the training cells' latents, the
+    log-distance median and spread from the ``reference`` cells (boolean over rows).
+    """
+    x = unweighted(latent, weights, blocks)
+    seen = [c for c in range(n_classes) if (labels[~reference] == c).any()]
+    prototypes = np.zeros((len(seen), x.shape[1]))
+    residual_sq, counts = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    train = ~reference
+    for i, c in enumerate(seen):
+        members = train & (labels == c)
+        for m, (start, stop) in enumerate(blocks):
+            rows = members & present[:, m]
+            if rows.any():
+                block = x[rows, start:stop]
+                prototypes[i, start:stop] = block.mean(0)
+                residual_sq[start:stop] += ((block - block.mean(0)) ** 2).sum(0)
+                counts[start:stop] += rows.sum()
+    variance = residual_sq / np.maximum(counts, 1.0)
+    variance = variance + 1e-3 * max(float(variance.mean()), 1e-12)
+    state = {"prototypes": prototypes.astype(np.float32), "variance": variance.astype(np.float32),
+             "blocks": [[int(a), int(b)] for a, b in blocks]}
+    rows = reference if reference.any() else train
+    log_distance = np.log(np.maximum(
+        nearest_prototype_distance(x[rows], present[rows], state), 1e-12))
+    median = float(np.median(log_distance))
+    spread = float(np.quantile(log_distance, 0.9) - median) if len(log_distance) > 1 else 1.0
+    state.update(log_distance_median=median, log_distance_spread=max(spread, 1e-3),
+                 novelty_reference="validation cells" if reference.any() else "training cells")
+    return state
+
+
+def novelty(state: dict, latent: np.ndarray, weights: np.ndarray,
+            present: np.ndarray) -> np.ndarray:
+    """``exp(-max(0, z - 1))`` of the standardised log distance ``z`` (1 for familiar cells)."""
+    if "prototypes" not in state:
+        return np.ones(len(latent))
+    distance = nearest_prototype_distance(unweighted(latent, weights, state["blocks"]),
+                                          present, state)
+    z = (np.log(np.maximum(distance, 1e-12)) - state["log_distance_median"]) \
+        / state["log_distance_spread"]
+    return np.exp(-np.maximum(0.0, z - 1.0))
+
+
+# ------------------------------------------------------------------------------ certainty
+def certainty(state: dict | None, result) -> np.ndarray:
+    """Per-cell certainty (n,) in [0, 1] of an inference ``result``.
+
+    ``state=None`` (a model saved before 0.2.0): the highest class probability.
+    """
+    proba = np.asarray(result.proba, dtype=np.float64)
+    if state is None:
+        return proba.max(1)
+    value = calibrate(proba.max(1), state["platt"])
+    value = value * agreement(result.modality_proba, result.present,
+                              proba.argmax(1)) ** AGREEMENT_POWER
+    return value * novelty(state, result.latent, result.weights, result.present)
+
+
+def modality_certainty(state: dict | None, modalities: list[str],
+                       modality_proba: list[np.ndarray], present: np.ndarray) -> np.ndarray:
+    """Per cell and modality (n, M): the modality classifier's calibrated top probability.
+
+    NaN where the cell lacks the modality.
+    """
+    platts = (state or {}).get("modality_platt", {})
+    out = np.full(present.shape, np.nan)
+    for m, mod in enumerate(modalities):
+        top = calibrate(modality_proba[m].max(1), platts.get(mod, IDENTITY))
+        out[:, m] = np.where(present[:, m], top, np.nan)
+    return out
+
+
+def _fit_calibrations(result, labels, modalities) -> dict:
+    platt, where = fit_platt(result.proba.max(1), result.proba.argmax(1) == labels)
+    state = {"platt": list(platt), "calibrated_on": where, "modality_platt": {}}
+    for m, mod in enumerate(modalities):
+        rows = np.flatnonzero(result.present[:, m])
+        own = result.modality_proba[m][rows]
+        state["modality_platt"][mod] = list(fit_platt(own.max(1),
+                                                      own.argmax(1) == labels[rows])[0])
+    return state
+
+
+def _diagnostics(result, labels, modalities, novelty_state, seed: int = 0) -> dict:
+    """Calibration of the certainty on the validation cells.
+
+    Cross-fitted when there are enough of them (calibrations fitted on one half, measured on
+    the other).
+    """
+    from ._results import subset
+
+    n = len(labels)
+    correct = result.proba.argmax(1) == labels
+    if n < MIN_CROSS_FIT_CELLS:
+        state = {**_fit_calibrations(result, labels, modalities), **novelty_state}
+        return {**calibration_report(certainty(state, result), correct),
+                "cells": "validation, in-sample"}
+    folds = np.random.default_rng(seed).permutation(n) % 2
+    values = np.empty(n)
+    for fold in (0, 1):
+        fit_rows, out_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        state = {**_fit_calibrations(subset(result, fit_rows), labels[fit_rows], modalities),
+                 **novelty_state}
+        values[out_rows] = certainty(state, subset(result, out_rows))
+    return {**calibration_report(values, correct),
+            "cells": "validation, cross-fitted (2 folds; the novelty reference is not)"}
+
+
+def fit_certainty(result, labels: np.ndarray, modalities: list[str],
+                  novelty_state: dict | None = None) -> dict:
+    """The certainty state of a model.
+
+    From the inference ``result`` on the validation cells and their ``labels`` (class codes),
+    with the novelty state of :func:`fit_novelty`: calibrations, what they were fitted on,
+    diagnostics.
+    """
+    state = _fit_calibrations(result, labels, modalities) if len(labels) else {
+        "platt": list(IDENTITY), "modality_platt": {m: list(IDENTITY) for m in modalities},
+        "calibrated_on": "none: no validation cells"}
+    state.update(novelty_state or {})
+    state["n_cells"] = int(len(labels))
+    if len(labels) >= MIN_VALIDATION_CELLS:
+        state["diagnostics"] = _diagnostics(result, labels, modalities, novelty_state or {})
+    return state
+
+
+def model_state(model) -> dict | None:
+    """The model's certainty state; ``None`` (with a logged note) for models saved before."""
+    state = getattr(model, "certainty_", None)
+    if state is None:
+        logger.info("the model has no fitted certainty (saved before mmdyn_sc 0.2.0): the "
+                    "certainty is the highest class probability, uncalibrated")
+    return state
