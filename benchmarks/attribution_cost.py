@@ -32,8 +32,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from explain import load_bmmc, load_pbmc10k  # noqa: E402  (the same cells as explain.py)
 from _harness import add_seeds_argument, quiet_process  # noqa: E402
+from explain import load_bmmc, load_pbmc10k  # noqa: E402  (the same cells as explain.py)
 
 RESULTS_MD = HERE / "results" / "attribution_cost.md"
 
@@ -63,8 +63,9 @@ def fit_costs(seeds):
 
 
 def predict_costs(n_query, repeats):
-    import mmdyn_sc as ms
     from mudata import MuData
+
+    import mmdyn_sc as ms
 
     mdata = load_pbmc10k()
     t0 = time.perf_counter()
