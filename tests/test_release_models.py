@@ -94,3 +94,22 @@ def test_unreadable_weights_name_the_saving_version(bmmc_donors, tmp_path):
     torch.save(saved, tmp_path / "old" / "model.pt")
     with pytest.raises(ValueError, match=r"saved with mmdyn_sc 0\.0\.1.*cannot read its weights"):
         MMDynamics.load(str(tmp_path / "old"), query)
+
+
+@pytest.mark.parametrize("folder", RELEASES, ids=[p.name for p in RELEASES])
+def test_release_model_certainty_falls_back_to_the_highest_probability(folder, bmmc_donors,
+                                                                      caplog):
+    """A model saved before the certainty existed: tl.predict writes the highest probability."""
+    import mmdyn_sc as ms
+
+    _, query = bmmc_donors
+    query = query.copy()
+    model = MMDynamics.load(str(folder), query)
+    if getattr(model, "certainty_", None) is not None:
+        pytest.skip(f"the {folder.name} model has a fitted certainty")
+    with caplog.at_level("INFO", logger="mmdyn_sc"):
+        ms.tl.predict(query, model, attribution=False)
+    np.testing.assert_allclose(query.obs["mmdyn_certainty"],
+                               query.obsm["mmdyn_proba"].max(1), rtol=1e-6)
+    assert query.uns["mmdyn"]["certainty"]["calibrated_on"].startswith("none: model saved")
+    assert "no fitted certainty" in caplog.text
