@@ -269,13 +269,13 @@ def test_pl_attribution_shows_each_class_top_features(fitted, synth_truth, plott
 def test_trimodal_attribution_keeps_images_as_they_are(synth_trimodal):
     """With an image modality: tabular attributions only; the image stays on the path."""
     train, query = synth_trimodal
-    model = ms.tl.fit(train, "cell_type", seed=0, max_epochs=3, n_hidden=16,
-                      enable_progress_bar=False, attribution_cells=20)
+    model = ms.tl.fit(train, "cell_type", seed=0, max_epochs=2, n_hidden=16,
+                      enable_progress_bar=False, attribution_cells=5)
     for mod in ("rna", "prot"):
         assert np.isfinite(train[mod].varm[Key.varm.attribution()].to_numpy()).all()
     assert Key.varm.attribution() not in train["image"].varm
     assert set(train.uns["mmdyn"]["attribution"]["n_cells"]) == {"rna", "prot"}
-    explained = ms.tl.explain(query, model, modality="prot", cells=query.obs_names[:30])
+    explained = ms.tl.explain(query, model, modality="prot", cells=query.obs_names[:8])
     assert np.isfinite(explained.X).all()
     with pytest.raises(ValueError, match="image modality"):
         ms.tl.explain(query, model, modality="image")
