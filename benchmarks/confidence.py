@@ -21,6 +21,9 @@ attribution=False)``), one torch thread per process:
    (standardised prepared RNA + protein, C by 3-fold CV on the training part) and scANVI
    (``scvi.model.SCANVI`` from an SCVI model on the RNA counts, fixed epoch caps below),
    score = 1 - highest class probability. Per class and the mean.
+4. **Whole lineages left out, BMMC** (report only): B cells, erythroid cells or monocytes removed
+   from one donor's training cells, flagged among the other donor's cells (3 seeds, both
+   directions); the regression as the peer (scANVI is not run here).
 
 Usage::
 
@@ -223,6 +226,47 @@ def unknown_job(args):
     return rec
 
 
+# ============================================================================ BMMC lineages
+#: Part 4 (report only): whole lineages left out of BMMC training.
+LINEAGES = {"B cells": ("Naive CD20+ B IGKC-", "Naive CD20+ B IGKC+", "Transitional B"),
+            "erythroid": ("Normoblast", "Reticulocyte"),
+            "monocytes": ("CD14+ Mono",)}
+
+
+def lineage_records(seeds):
+    """Part 4: each lineage left out of one donor's training cells, flagged in the other."""
+    import mmdyn_sc as ms
+    from mmdyn_sc._calibration import auroc
+
+    mdata = load_bmmc()
+    records = []
+    for seed in seeds:
+        for train_donor in DONORS:
+            for lineage, members in LINEAGES.items():
+                labels = mdata.obs["cell_type"].astype(str)
+                train = mdata[(mdata.obs["batch"] == train_donor).to_numpy()
+                              & ~labels.isin(members).to_numpy()].copy()
+                train.obs["cell_type"] = train.obs["cell_type"].cat.remove_unused_categories()
+                query = mdata[(mdata.obs["batch"] != train_donor).to_numpy()].copy()
+                model = ms.tl.fit(train, "cell_type", seed=seed, enable_progress_bar=False,
+                                  attribution=False)
+                ms.tl.predict(query, model, attribution=False)
+                positive = query.obs["cell_type"].astype(str).isin(members).to_numpy()
+                cert = query.obs["mmdyn_certainty"].to_numpy()
+                maxp = query.obsm["mmdyn_proba"].to_numpy().max(1)
+                lr_p, _ = lr_max_probability(train, query)
+                records.append({"seed": seed, "train": train_donor, "lineage": lineage,
+                                "n_positive": int(positive.sum()),
+                                "certainty": auroc(1 - cert, positive),
+                                "max_probability": auroc(1 - maxp, positive),
+                                "lr": auroc(1 - lr_p, positive)})
+                print(f"[lineage seed {seed} {train_donor} {lineage}] "
+                      f"certainty {records[-1]['certainty']:.3f} max p "
+                      f"{records[-1]['max_probability']:.3f} LR {records[-1]['lr']:.3f}",
+                      flush=True)
+    return records
+
+
 # ============================================================================ report
 def mean_sd(values):
     v = np.asarray(values, float)
@@ -336,6 +380,21 @@ def markdown(res):
                                  for p, d in peer_diffs.items())
                      + f" → **{'PASS' if met else 'MISS'}**")
         lines.append("")
+    if "lineages" in res:
+        rec = res["lineages"]
+        lineages = list(LINEAGES)
+        lines += ["## 4. Whole lineages left out, BMMC (report only)", "",
+                  "Each lineage's cells removed from one donor's training cells; AUROC for "
+                  "flagging them among the other donor's cells; mean ± sd over seeds and the two "
+                  "directions. Lineages: " + "; ".join(
+                      f"{k}: {', '.join(v)}" for k, v in LINEAGES.items()) + ".", "",
+                  "| score | " + " | ".join(lineages) + " |", "|---|" + "---|" * len(lineages)]
+        for key, name in (("certainty", "mmdyn certainty"),
+                          ("max_probability", "mmdyn highest probability"),
+                          ("lr", "logistic regression, highest probability")):
+            lines.append(f"| {name} | " + " | ".join(
+                mean_sd([r[key] for r in rec if r["lineage"] == g]) for g in lineages) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -344,7 +403,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_seeds_argument(parser, 5, what="BMMC seeds (part 1-2)")
     parser.add_argument("--unknown-seeds", type=int, default=3)
-    parser.add_argument("--parts", default="bmmc,unknown")
+    parser.add_argument("--parts", default="bmmc,unknown,lineages")
     parser.add_argument("--no-scanvi", action="store_true")
     parser.add_argument("--jobs", type=int, default=2, help="processes for part 3")
     parser.add_argument("--quick", action="store_true")
@@ -362,6 +421,9 @@ def main(argv=None):
             print(f"[bmmc seed {seed}] ECE certainty {r['certainty']['ece']:.3f} max p "
                   f"{r['max_probability']['ece']:.3f}; AUROC {r['certainty']['auroc_correct']:.3f}"
                   f" vs {r['max_probability']['auroc_correct']:.3f}", flush=True)
+    if "lineages" in parts:
+        res["lineages"] = lineage_records([0] if args.quick else
+                                          list(range(args.unknown_seeds)))
     if "unknown" in parts:
         classes = ["NK cells"] if args.quick else sorted(
             load_pbmc10k().obs["cell_type"].astype(str).unique())
