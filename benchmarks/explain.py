@@ -293,29 +293,19 @@ def aggregate(cell_attr, groups, present, n_classes, max_cells, seed):
     return out
 
 
-def cap_rows(groups, n_classes, max_cells, seed):
-    """Indices of at most ``max_cells`` cells per group (the cells attributions are run on)."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for c in range(n_classes):
-        idx = np.flatnonzero(groups == c)
-        if len(idx) > max_cells:
-            idx = rng.choice(idx, max_cells, replace=False)
-        keep.append(idx)
-    return np.sort(np.concatenate(keep))
-
-
 def model_rankings(nets, rows, methods, max_cells, seed, groups=None):
     """Rankings {method: {mod: (d, C)}} and seconds, from the mean of ``nets``' attributions.
 
     Cells are grouped by ``groups`` (class codes of ``rows``) or by the nets' mean prediction.
     """
+    from mmdyn_sc.model._attribution import sample_per_class  # the package's own sampling
+
     xs_all, present_all = nets[0].inputs(rows)
     n_classes = len(nets[0].classes)
     if groups is None:
         probs = np.mean([forward(n.module, xs_all, present_all)[0] for n in nets], axis=0)
         groups = probs.argmax(1)
-    sub = cap_rows(groups, n_classes, max_cells, seed)
+    sub = sample_per_class(groups, n_classes, max_cells, seed)
     xs = [x[sub] for x in xs_all]
     present = present_all[sub]
     g = groups[sub]

@@ -129,3 +129,10 @@ class Key:
         def params(key: str = DEFAULT_KEY) -> str:
             """The documented result dictionary of a fit (see :func:`mmdyn_sc.tl.fit`)."""
             return key
+
+
+#: The per-class feature tables of a fit (``varm``, features x classes) by their short name:
+#: what ``tl.rank_features(values=)`` ranks and ``pl.attribution(values=)`` draws.
+CLASS_TABLES = {"attribution": Key.varm.attribution,
+                "attribution_direct": Key.varm.attribution_direct,
+                "feature_weights": Key.varm.feature_weights}

@@ -73,7 +73,6 @@ def check_attribution_options(attribution, attribution_cells) -> None:
 def sample_per_class(groups: np.ndarray, n_classes: int, max_cells: int,
                      seed: int = 0) -> np.ndarray:
     """Sorted positions of at most ``max_cells`` cells per group code (codes < 0 skipped)."""
-    check_attribution_options(True, max_cells)
     rng = np.random.default_rng(seed)
     keep = []
     for c in range(n_classes):
@@ -232,6 +231,7 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
     over its cells that have the modality (NaN without any). ``None`` for a model without
     tabular modalities (an image's explanation is its heatmap).
     """
+    check_attribution_options(True, max_cells)
     n_classes = len(model.classes_)
     tabular = [m for m, mod in enumerate(model.modalities_) if mod not in model.images_]
     if not tabular:

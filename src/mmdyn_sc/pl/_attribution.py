@@ -9,14 +9,10 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
-from .._keys import DEFAULT_KEY, Key
+from .._keys import CLASS_TABLES, DEFAULT_KEY
 from .._names import original_names
 from ._utils import doc_show_return_fig, finish, fit_record, varm_frame
 
-#: What ``values=`` can draw: the fit's ``varm`` entries.
-VALUES = {"attribution": Key.varm.attribution,
-          "attribution_direct": Key.varm.attribution_direct,
-          "feature_weights": Key.varm.feature_weights}
 #: Colour bar titles per ``values``.
 TITLES = {"attribution": "attribution\n(log-prob.)",
           "attribution_direct": "direct attribution\n(log-prob.)",
@@ -92,14 +88,14 @@ def attribution(
     import scanpy as sc
 
     record = fit_record(mdata, key)
-    if values not in VALUES:
-        raise ValueError(f"values must be one of {list(VALUES)}, got {values!r}.")
+    if values not in CLASS_TABLES:
+        raise ValueError(f"values must be one of {list(CLASS_TABLES)}, got {values!r}.")
     if not isinstance(n_top, int | np.integer) or n_top < 1:
         raise ValueError(f"n_top must be a positive integer, got {n_top!r}.")
     if standard_scale not in (None, "var", "group"):
         raise ValueError(f"standard_scale must be None, 'var' or 'group', got "
                          f"{standard_scale!r}.")
-    table = varm_frame(mdata, modality, VALUES[values](key), key)
+    table = varm_frame(mdata, modality, CLASS_TABLES[values](key), key)
     table = table.set_axis(original_names(table.columns, record.get("classes", [])), axis=1)
     available = [c for c in table.columns if table[c].notna().any()]
     if classes is None:
@@ -114,7 +110,8 @@ def attribution(
             raise ValueError(f"classes {empty} have no values (no attributed cell was "
                              "predicted as them).")
     if not classes:
-        raise ValueError(f"mdata[{modality!r}].varm[{VALUES[values](key)!r}] holds no value.")
+        name = CLASS_TABLES[values](key)
+        raise ValueError(f"mdata[{modality!r}].varm[{name!r}] holds no value.")
     labels = table.index.astype(str)
     if gene_symbols is not None:
         var = mdata.mod[modality].var

@@ -6,14 +6,9 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
-from .._keys import DEFAULT_KEY, Key
+from .._keys import CLASS_TABLES, DEFAULT_KEY, Key
 from .._names import original_names, safe_names
 from .._utils import logger
-
-#: What ``tl.rank_features`` can rank: the ``varm`` entries of a fit, by their key function.
-RANKABLE = {"attribution": Key.varm.attribution,
-            "attribution_direct": Key.varm.attribution_direct,
-            "feature_weights": Key.varm.feature_weights}
 
 
 def rank_features(
@@ -67,10 +62,10 @@ def rank_features(
         raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}.")
     if modality not in mdata.mod:
         raise KeyError(f"modality {modality!r} is not in mdata (it has {list(mdata.mod)}).")
-    if values not in RANKABLE:
-        raise ValueError(f"values must be one of {list(RANKABLE)}, got {values!r}.")
+    if values not in CLASS_TABLES:
+        raise ValueError(f"values must be one of {list(CLASS_TABLES)}, got {values!r}.")
     adata = mdata.mod[modality]
-    varm_key = RANKABLE[values](key)
+    varm_key = CLASS_TABLES[values](key)
     if varm_key not in adata.varm:
         hint = (" (fit or predict with attribution=True writes it)"
                 if values.startswith("attribution") else "")
