@@ -15,9 +15,11 @@ _BMMC_BASE = (
 )
 _MOGONET_COMMIT = "32d9066b7fe289b3f7cdb496a5668834079c274c"
 _ROSMAP_BASE = f"{_GH}/txWang/MOGONET/{_MOGONET_COMMIT}/ROSMAP"
+_BCCD_COMMIT = "7751031e0b41bcfdff998cbc4c698a445a60b49e"
 
 #: ``folder -> {filename: (url or None, sha256 of the file)}``.
-#: A url of ``None`` means there is no single public original of that file (it was built locally).
+#: A url of ``None`` means the file is never downloaded: there is no single public original of
+#: it (it was built locally), or its source has no licence (see :data:`LOCAL_ONLY`).
 REGISTRY: dict[str, dict[str, tuple[str | None, str]]] = {
     "bmmc_cite_neurips2021": {
         "openproblems_bmmc_cite_starter.output_rna.h5ad": (
@@ -39,6 +41,12 @@ REGISTRY: dict[str, dict[str, tuple[str | None, str]]] = {
             "769cdef8b6ed3c398f28894b7f22a666bd8beb5a857e13a954cdf909401de40d",
         ),
     },
+    "bccd_wbc_crops": {
+        "index.csv": (
+            None,
+            "9b4addc9f7dcf1f887a19d0023b5246ac0d6e13560b76edd1791e95595098a3a",
+        ),
+    },
     "ROSMAP": {
         name: (f"{_ROSMAP_BASE}/{name}", sha)
         for name, sha in {
@@ -55,6 +63,23 @@ REGISTRY: dict[str, dict[str, tuple[str | None, str]]] = {
             "labels_te.csv": "20d728c6f51f79ff5fa7719b960daf22074a0e6e1f3028869042b02ca4e3f68d",
         }.items()
     },
+}
+
+#: Why a file with no url is not downloaded, unless :data:`LOCAL_ONLY` says otherwise.
+_ASSEMBLED_LOCALLY = (
+    "has no single public original to download (it was assembled from several sources; see "
+    "its SOURCE.md)"
+)
+
+#: ``folder -> (why it is not downloaded, what its local copy holds)`` for the datasets with
+#: no url for another reason than :data:`_ASSEMBLED_LOCALLY`.
+LOCAL_ONLY: dict[str, tuple[str, str]] = {
+    "bccd_wbc_crops": (
+        "is never downloaded: its source, the GitHub repository apple2373/BCCD at commit "
+        f"{_BCCD_COMMIT} (folder BCCD_cropped/<Class>/), has no licence file",
+        "'index.csv' (columns path, label, source_image) and the crops as "
+        "'images/<Class>/*.jpg' (e.g. images/Neutrophil/BloodImage_00001_1.jpg)",
+    ),
 }
 
 
@@ -88,10 +113,10 @@ def _local_or_download(folder: str, filename: str, url: str | None, sha256: str 
     if local.is_file():
         return local
     if url is None:
+        why, contents = LOCAL_ONLY.get(folder, (_ASSEMBLED_LOCALLY, repr(filename)))
         raise FileNotFoundError(
-            f"{local} not found. The dataset {folder!r} has no single public original to download "
-            f"(it was assembled from several sources; see its SOURCE.md). Place a folder "
-            f"{folder!r} containing {filename!r} under the data directory: set "
+            f"{local} not found. The dataset {folder!r} {why}. Place a folder "
+            f"{folder!r} containing {contents} under the data directory: set "
             f"`mmdyn_sc.settings.data_dir` or the environment variable {DATA_DIR_ENV} "
             f"(current data directory: {settings.data_dir})."
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import mudata as md
@@ -10,9 +11,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._fetch import _fetch
+from .._utils import logger
+from ._fetch import _BCCD_COMMIT, _fetch
 from ._mudata import _make_mudata
 
+_BCCD = "bccd_wbc_crops"
 _BMMC = "bmmc_cite_neurips2021"
 _PBMC = "pbmc10k_cite_totalvi"
 _ROSMAP = "ROSMAP"
@@ -184,4 +187,116 @@ def rosmap() -> md.MuData:
     mdata.obs["split"] = pd.Categorical(
         ["train"] * len(y["train"]) + ["test"] * len(y["test"]), categories=["train", "test"]
     )
+    return mdata
+
+
+def _check_int(value, name: str, minimum: int, meaning: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} ({meaning}), got {value!r}.")
+    return int(value)
+
+
+def bccd_wbc(size: int = 64, *, min_cells: int = 10) -> md.MuData:
+    """White-blood-cell crops of the BCCD blood-smear images, labelled by cell type.
+
+    351 light-microscopy crops (stained peripheral blood smear, RGB JPEG, square, 131-367 px
+    per side), one white blood cell per crop and one crop per original BCCD frame, each with
+    its cell type: Neutrophil 207, Eosinophil 88, Lymphocyte 33, Monocyte 20, Basophil 3.
+    Only images exist for these cells (no transcriptome or proteins): the labels are per
+    image, so they can be paired with omics cells by label only
+    (:func:`mmdyn_sc.pp.pair_images_by_label`), never by cell.
+
+    Parameters
+    ----------
+    size
+        Side of the stored square images in pixels (a positive integer). Each crop is padded
+        to a square with its border colour and resized (bilinear, anti-aliased), as
+        :func:`mmdyn_sc.pp.images_from_files` does.
+    min_cells
+        Classes with fewer images are dropped (a non-negative integer). The default, 10,
+        drops Basophil (3 images), leaving 348 images of 4 classes; 0 or 1 keeps all 351
+        images and 5 classes.
+
+    Returns
+    -------
+    MuData with one modality, ``"image"``: n images (348 by default) whose
+    ``.obsm["image"]`` holds them as ``uint8`` (0..255), shape (n, 3, size, size), channels
+    first (RGB); ``.X`` is an empty (n, 0) float32 matrix and ``.uns["image"]`` records the
+    size, channels, dtype and source, as :func:`mmdyn_sc.pp.images_from_files` writes them.
+    ``obs_names`` are the file names without extension (``BloodImage_00001_1``; the same in
+    the modality and the MuData), in the order of ``index.csv`` (grouped by class).
+
+    The modality's ``.obs`` has ``"cell_type"`` (categorical, the kept classes in
+    alphabetical order), ``"source_image"`` (the original BCCD frame, e.g.
+    ``BloodImage_00001.jpg``) and ``"image_path"`` (the file read). The global
+    ``mdata.obs`` has ``"cell_type"`` and ``"source_image"``, the same values.
+    ``mdata.uns["bccd_wbc"]`` records ``size``, ``min_cells``, ``dropped_classes`` and
+    ``dropped_counts`` (two arrays: the classes left out and their image counts), the source
+    ``repository`` and ``commit``; the dropped classes are also logged at INFO level.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``settings.data_dir / "bccd_wbc_crops" / "index.csv"`` (or an image it lists) is
+        absent; the message says what to put where.
+    ValueError
+        For a ``size`` that is not a positive integer, a ``min_cells`` that is not a
+        non-negative integer, or a ``min_cells`` that would drop every class.
+
+    Notes
+    -----
+    Source: GitHub ``apple2373/BCCD`` at commit ``7751031e0b41bcfdff998cbc4c698a445a60b49e``
+    (``BCCD_cropped/<Class>/BloodImage_XXXXX_1.jpg``); its README traces the crops to the
+    BCCD images (``Shenggan/BCCD_Dataset``, MIT licence) segmented by
+    ``ParthaPratimBanik/An-Automatic-Nucleus-Segmentation-and-CNN-Model-based-Classification-
+    Method-of-White-Blood-Cell``. **That repository has no licence file**, so the crops are
+    never downloaded: a local copy must exist in ``settings.data_dir / "bccd_wbc_crops"``
+    (environment variable ``MMDYN_SC_DATA_DIR``), holding ``index.csv`` (columns ``path``,
+    e.g. ``images/Neutrophil/BloodImage_00001_1.jpg``, ``label`` and ``source_image``) and
+    the crops as ``images/<Class>/*.jpg``; otherwise :class:`FileNotFoundError` is raised.
+    Reading and resizing the 351 files takes about 2 s (one CPU core).
+    """
+    from ..pp._images import images_from_files
+
+    size = _check_int(size, "size", 1, "pixels per side of the stored images")
+    min_cells = _check_int(min_cells, "min_cells", 0, "classes with fewer images are dropped")
+    index_file = _fetch(_BCCD, "index.csv")
+    root = index_file.parent
+    index = pd.read_csv(index_file, dtype=str)
+    index.index = pd.Index([Path(p).stem for p in index["path"]])
+    counts = index["label"].value_counts()
+    dropped = counts[counts < min_cells].sort_index()
+    kept = sorted(counts.index.difference(dropped.index))
+    if not kept:
+        raise ValueError(
+            f"min_cells={min_cells} drops every class (images per class: "
+            f"{counts.to_dict()}); use at most {int(counts.max())}."
+        )
+    if len(dropped):
+        logger.info(
+            "bccd_wbc: dropped %d class(es) with fewer than %d images: %s",
+            len(dropped),
+            min_cells,
+            dropped.to_dict(),
+        )
+    index = index[index["label"].isin(kept)]
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(index["label"], categories=kept),
+            "source_image": index["source_image"].to_numpy(),
+        },
+        index=index.index,
+    )
+    image = images_from_files(index["path"].tolist(), root=root, obs=obs, size=size)
+    mdata = _make_mudata({"image": image})
+    for key in ("cell_type", "source_image"):
+        mdata.obs[key] = image.obs[key].reindex(mdata.obs_names)
+    mdata.uns["bccd_wbc"] = {
+        "size": size,
+        "min_cells": min_cells,
+        "dropped_classes": np.asarray(dropped.index, dtype=str),
+        "dropped_counts": dropped.to_numpy(dtype=np.int64),
+        "repository": "apple2373/BCCD",
+        "commit": _BCCD_COMMIT,
+    }
     return mdata
