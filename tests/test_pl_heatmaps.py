@@ -1,4 +1,8 @@
-"""pl.heatmaps on a hand-made MuData following the image data contract (real BCCD images)."""
+"""pl.heatmaps on a hand-made MuData following the image data contract (real BCCD images).
+
+Legibility (layout, colour scale, titles, the attribution) is tested in
+test_pl_heatmaps_legible.py on synthetic images.
+"""
 
 from __future__ import annotations
 
@@ -99,12 +103,26 @@ pytestmark = pytest.mark.usefixtures("plotting")
 
 
 def image_axes(fig: Figure) -> list[Axes]:
-    return [a for a in fig.axes if any(im.get_gid() == "heatmap" for im in a.images)]
+    """The panels showing a cell's image (side by side, the heat map is on the next Axes)."""
+    return [a for a in fig.axes if any(im.get_gid() == "image" for im in a.images)]
 
 
-def layers(ax: Axes) -> tuple[np.ndarray, np.ndarray]:
-    gids = {im.get_gid(): im for im in ax.images}
-    return np.asarray(gids["image"].get_array()), np.asarray(gids["heatmap"].get_array())
+def pairs(axes: list[Axes]) -> list[tuple[Axes, Axes]]:
+    """Side by side: the returned Axes as (image panel, heat-map panel) per cell."""
+    assert len(axes) % 2 == 0
+    return list(zip(axes[::2], axes[1::2], strict=True))
+
+
+def layers(ax: Axes, heat_ax: Axes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, heat map) arrays drawn on ``ax`` (overlay) or on ``ax`` and ``heat_ax``."""
+    image = next(im for im in ax.images if im.get_gid() == "image")
+    heat = next(im for im in (heat_ax or ax).images if im.get_gid() == "heatmap")
+    return np.asarray(image.get_array()), np.asarray(heat.get_array())
+
+
+def cell_of(ax: Axes) -> str:
+    """The cell a panel drawn with titles="name" shows (the title's first line)."""
+    return ax.get_title().split("\n")[0]
 
 
 def nearest_upsampled(heat: np.ndarray) -> np.ndarray:
@@ -120,11 +138,46 @@ def test_fixture_follows_the_contract(mdata):
     assert set(image.obs_names) < set(mdata.obs_names)
 
 
-def test_cells_panels_overlay_and_colorbar(mdata):
+def test_cells_panels_side_by_side_and_colorbar(mdata):
     names = list(mdata["image"].obs_names)
     cells = [names[3], names[0], names[5]]
     fig = heatmaps_fn()(mdata, cells=cells, return_fig=True)
     assert isinstance(fig, Figure)
+    assert len(image_axes(fig)) == 3
+    axes = [a for a in fig.axes if a.images]
+    assert len(axes) == 6  # image and heat map, side by side
+    images = mdata["image"].obsm["image"]
+    heat = mdata["image"].obsm[f"{KEY}_heatmap"]
+    drawn = heat[[names.index(c) for c in cells]]
+    prediction = mdata.obs[f"{KEY}_prediction"]
+    for (ax, heat_ax), cell in zip(pairs(axes), cells, strict=True):
+        i = names.index(cell)
+        drawn_image, drawn_heat = layers(ax, heat_ax)
+        np.testing.assert_allclose(drawn_image, np.moveaxis(images[i], 0, -1) / 255.0,
+                                   atol=1e-6)
+        assert drawn_heat.shape == (SIZE, SIZE)
+        np.testing.assert_array_equal(drawn_heat, nearest_upsampled(heat[i]))
+        assert [im.get_gid() for im in ax.images] == ["image"]
+        shown = next(im for im in heat_ax.images if im.get_gid() == "heatmap")
+        assert shown.get_alpha() is None
+        # the colour scale is the range of the drawn gates
+        assert shown.norm.vmin == pytest.approx(drawn.min())
+        assert shown.norm.vmax == pytest.approx(drawn.max())
+        assert shown.get_cmap().name == "magma"
+        assert ax.get_title() == f"pred: {prediction[cell]}"  # short: no file name
+    # one colour bar for the whole figure, over the drawn range, labelled
+    colorbars = [a for a in fig.axes if a.get_xlabel() == "patch gate"]
+    assert len(colorbars) == 1
+    assert colorbars[0].get_xlim() == pytest.approx((drawn.min(), drawn.max()))
+    solids = colorbars[0]._colorbar.solids  # the colour scale itself, opaque
+    assert solids.get_cmap().name == "magma" and solids.get_alpha() in (None, 1.0)
+    assert len(fig.axes) == 7
+
+
+def test_cells_overlay(mdata):
+    names = list(mdata["image"].obs_names)
+    cells = [names[3], names[0], names[5]]
+    fig = heatmaps_fn()(mdata, cells=cells, overlay=True, titles="name", return_fig=True)
     axes = image_axes(fig)
     assert len(axes) == 3
     images = mdata["image"].obsm["image"]
@@ -135,27 +188,21 @@ def test_cells_panels_overlay_and_colorbar(mdata):
         drawn_image, drawn_heat = layers(ax)
         np.testing.assert_allclose(drawn_image, np.moveaxis(images[i], 0, -1) / 255.0,
                                    atol=1e-6)
-        assert drawn_heat.shape == (SIZE, SIZE)
         np.testing.assert_array_equal(drawn_heat, nearest_upsampled(heat[i]))
         overlay = next(im for im in ax.images if im.get_gid() == "heatmap")
         assert overlay.get_alpha() == 0.5
-        assert overlay.norm.vmin == 0.0 and overlay.norm.vmax == 1.0
-        assert overlay.get_cmap().name == "magma"
-        assert ax.get_title() == f"{cell}\npredicted: {prediction[cell]}"
-    # one colour bar for the whole figure, 0..1, labelled
-    colorbars = [a for a in fig.axes if a.get_ylabel() == "patch gate"]
+        assert ax.get_title() == f"{cell}\npred: {prediction[cell]}"
+    colorbars = [a for a in fig.axes if a.get_xlabel() == "patch gate"]
     assert len(colorbars) == 1
-    assert colorbars[0].get_ylim() == pytest.approx((0.0, 1.0))
-    solids = colorbars[0]._colorbar.solids  # the colour scale itself, opaque
-    assert solids.get_cmap().name == "magma" and solids.get_alpha() in (None, 1.0)
+    assert colorbars[0]._colorbar.solids.get_alpha() in (None, 1.0)
     assert len(fig.axes) == 4
 
 
 def test_default_choice_and_ncols(mdata):
     n_image = mdata["image"].n_obs
-    axes = heatmaps_fn()(mdata, n_per_group=1, ncols=2)
-    assert isinstance(axes, list) and len(axes) == 4
-    assert [ax.get_title().split("\n")[0] for ax in axes] == list(mdata["image"].obs_names[:4])
+    axes = heatmaps_fn()(mdata, n_per_group=1, ncols=2, titles="name")
+    assert isinstance(axes, list) and len(axes) == 8
+    assert [cell_of(ax) for ax, _ in pairs(axes)] == list(mdata["image"].obs_names[:4])
     rows = {round(ax.get_position().y0, 3) for ax in axes}
     assert len(rows) == 2
     # more than the modality holds: all of its cells
@@ -163,39 +210,48 @@ def test_default_choice_and_ncols(mdata):
     assert len(image_axes(fig)) == n_image
 
 
+def group_labels(fig: Figure) -> list[str]:
+    return [t.get_text() for t in fig.texts if t.get_gid() == "group_label"]
+
+
 def test_groupby_rows(mdata):
     groupby = f"{KEY}_prediction"
-    fig = heatmaps_fn()(mdata, groupby=groupby, n_per_group=1, seed=3, return_fig=True)
+    fig = heatmaps_fn()(mdata, groupby=groupby, n_per_group=1, seed=3, titles="name",
+                        return_fig=True)
     axes = image_axes(fig)
     assert len(axes) == len(LABELS)
-    row_labels = [ax.get_ylabel() for ax in axes]
+    row_labels = group_labels(fig)
+    assert row_labels == LABELS  # category order
+    assert [t.get_text() for t in fig.texts if t.get_gid() == "group_header"] == [groupby]
     predicted = mdata.obs[groupby]
     for ax, label in zip(axes, row_labels, strict=True):
-        cell = ax.get_title().split("\n")[0]
+        cell = cell_of(ax)
         assert cell in mdata["image"].obs_names
         assert predicted[cell] == label
-    assert row_labels == LABELS  # category order
 
     # more per group than a group holds: all its imaged cells, in modality order
-    fig = heatmaps_fn()(mdata, groupby="label", n_per_group=3, return_fig=True)
+    fig = heatmaps_fn()(mdata, groupby="label", n_per_group=3, titles="name",
+                        return_fig=True)
     axes = image_axes(fig)
     assert len(axes) == len(LABELS) * PER_LABEL
     names = list(mdata["image"].obs_names)
     by_row: dict[str, list[str]] = {}
     for ax in axes:
-        label = mdata.obs["label"][ax.get_title().split("\n")[0]]
-        by_row.setdefault(label, []).append(ax.get_title().split("\n")[0])
+        label = mdata.obs["label"][cell_of(ax)]
+        by_row.setdefault(label, []).append(cell_of(ax))
+        # groupby="label" gives the true labels of the titles
+        assert ax.get_title().split("\n")[1] == f"true: {label}"
     for label, cells in by_row.items():
         expected = [c for c in names if mdata["image"].obs["label"][c] == label]
         assert cells == expected
     # the 3 rna-only cells (Neutrophil) have no image and are never drawn
-    assert not any(ax.get_title().startswith("rna_only") for ax in axes)
+    assert not any(cell_of(ax).startswith("rna_only") for ax in axes)
 
 
 def test_groupby_seeded_choice(mdata):
     def chosen(seed):
-        axes = heatmaps_fn()(mdata, groupby="label", n_per_group=1, seed=seed)
-        return [ax.get_title() for ax in axes]
+        axes = heatmaps_fn()(mdata, groupby="label", n_per_group=1, seed=seed, titles="name")
+        return [cell_of(ax) for ax, _ in pairs(axes)]
 
     assert chosen(1) == chosen(1)
     assert len({tuple(chosen(s)) for s in range(6)}) > 1
@@ -206,7 +262,7 @@ def test_single_channel_float_images(real_images):
     grey = (images.astype(np.float32).mean(axis=1, keepdims=True) / 255.0).astype(np.float32)
     mdata = make_mdata(grey, obs)
     cell = mdata["image"].obs_names[2]
-    ax = heatmaps_fn()(mdata, cells=cell, alpha=0.3, cmap="viridis")
+    ax = heatmaps_fn()(mdata, cells=cell, overlay=True, alpha=0.3, cmap="viridis")
     assert isinstance(ax, Axes)
     drawn_image, drawn_heat = layers(ax)
     assert drawn_image.shape == (SIZE, SIZE)
@@ -215,28 +271,42 @@ def test_single_channel_float_images(real_images):
     assert base.get_cmap().name == "gray"
     np.testing.assert_array_equal(
         drawn_heat, nearest_upsampled(mdata["image"].obsm[f"{KEY}_heatmap"][2]))
+    # side by side
+    image_ax, heat_ax = heatmaps_fn()(mdata, cells=cell, cmap="viridis")
+    drawn_image, drawn_heat = layers(image_ax, heat_ax)
+    np.testing.assert_allclose(drawn_image, grey[2, 0])
+    np.testing.assert_array_equal(
+        drawn_heat, nearest_upsampled(mdata["image"].obsm[f"{KEY}_heatmap"][2]))
 
 
 def test_ax_show_return_fig(mdata, monkeypatch):
     cell = mdata["image"].obs_names[0]
     fig, ax = plt.subplots()
-    assert heatmaps_fn()(mdata, cells=[cell], ax=ax) is ax
-    assert heatmaps_fn()(mdata, cells=[cell], ax=ax, return_fig=True) is fig
-    assert isinstance(heatmaps_fn()(mdata, cells=[cell]), Axes)
-    assert isinstance(heatmaps_fn()(mdata, cells=[cell], return_fig=True), Figure)
+    plot = heatmaps_fn()
+    assert plot(mdata, cells=[cell], ax=ax, overlay=True) is ax
+    assert plot(mdata, cells=[cell], ax=ax, overlay=True, return_fig=True) is fig
+    assert isinstance(plot(mdata, cells=[cell], overlay=True), Axes)
+    # side by side: the given Axes is split in two, both returned
+    panels = plot(mdata, cells=[cell], ax=ax)
+    assert len(panels) == 2 and all(p in ax.child_axes for p in panels)
+    assert plot(mdata, cells=[cell], ax=ax, return_fig=True) is fig
+    axes = plot(mdata, cells=[cell])
+    assert isinstance(axes, list) and len(axes) == 2
+    assert all(isinstance(a, Axes) for a in axes)
+    assert isinstance(plot(mdata, cells=[cell], return_fig=True), Figure)
     shown: list = []
     monkeypatch.setattr(plt, "show", lambda *args, **kwargs: shown.append(1))
-    assert heatmaps_fn()(mdata, cells=[cell], show=True) is None
+    assert plot(mdata, cells=[cell], show=True) is None
     assert len(shown) == 1
     sc.settings.autoshow = True  # scanpy's default: show=None shows, returns nothing
-    assert heatmaps_fn()(mdata, cells=[cell]) is None
-    assert heatmaps_fn()(mdata, cells=[cell], ax=ax) is None
+    assert plot(mdata, cells=[cell]) is None
+    assert plot(mdata, cells=[cell], ax=ax, overlay=True) is None
     assert len(shown) == 3
-    assert isinstance(heatmaps_fn()(mdata, cells=[cell], return_fig=True), Figure)
-    assert heatmaps_fn()(mdata, cells=[cell], ax=ax, show=False) is ax
+    assert isinstance(plot(mdata, cells=[cell], return_fig=True), Figure)
+    assert plot(mdata, cells=[cell], ax=ax, overlay=True, show=False) is ax
     assert len(shown) == 3
     with pytest.raises(ValueError, match="single cell but 2"):
-        heatmaps_fn()(mdata, cells=list(mdata["image"].obs_names[:2]), ax=ax)
+        plot(mdata, cells=list(mdata["image"].obs_names[:2]), ax=ax)
 
 
 def test_errors(mdata, real_images):
@@ -274,7 +344,7 @@ def test_modality_choice(mdata):
     two.uns[KEY]["images"]["image2"] = dict(two.uns[KEY]["images"]["image"])
     with pytest.raises(ValueError, match=r"several image modalities \(\['image', 'image2'\]\)"):
         heatmaps_fn()(two)
-    assert isinstance(heatmaps_fn()(two, "image", cells=[two["image"].obs_names[0]]), Axes)
+    assert len(heatmaps_fn()(two, "image", cells=[two["image"].obs_names[0]])) == 2
     none = mdata.copy()
     none.uns[KEY]["images"] = {}
     with pytest.raises(KeyError, match="records no image modality"):
@@ -289,6 +359,7 @@ def test_read_back_from_h5mu(mdata, tmp_path):
     back = mudata.read_h5mu(path)
     cells = list(back["image"].obs_names[:2])
     axes = heatmaps_fn()(back, cells=cells)
-    for ax, i in zip(axes, range(2), strict=True):
+    for (ax, heat_ax), i in zip(pairs(axes), range(2), strict=True):
         np.testing.assert_array_equal(
-            layers(ax)[1], nearest_upsampled(mdata["image"].obsm[f"{KEY}_heatmap"][i]))
+            layers(ax, heat_ax)[1],
+            nearest_upsampled(mdata["image"].obsm[f"{KEY}_heatmap"][i]))
