@@ -88,6 +88,16 @@ class Key:
             """In an image modality's ``.obsm``: patch gate per imaged cell (n, grid, grid)."""
             return f"{key}_heatmap"
 
+        @staticmethod
+        def image_attribution(key: str = DEFAULT_KEY) -> str:
+            """In an image modality's ``.obsm``: patch attribution per imaged cell (n, grid, grid).
+
+            Integrated gradients of the log probability of the cell's predicted class,
+            summed over the pixels and channels of each patch (the same name as the tabular
+            ``varm`` attribution, :meth:`Key.varm.attribution`).
+            """
+            return f"{key}_attribution"
+
     class varm:
         """Entries of each modality's ``.varm``."""
 

@@ -45,6 +45,10 @@ class InferenceResult:
     attribution
         Per-class feature attribution (:class:`~mmdyn_sc.model._attribution.ClassAttribution`)
         when asked for, else ``None``.
+    image_attribution
+        When asked for: per modality, the patch attribution of every cell (n, grid, grid)
+        for image modalities (NaN without the image; see
+        :mod:`~mmdyn_sc.model._image_attribution`), ``None`` for tabular ones. Else ``None``.
     """
 
     proba: np.ndarray
@@ -58,6 +62,7 @@ class InferenceResult:
     gate_counts: list[np.ndarray]
     heatmaps: list[np.ndarray | None] | None = None
     attribution: ClassAttribution | None = None
+    image_attribution: list[np.ndarray | None] | None = None
 
 
 def _stack(values, n_cells: int, fill: float | None) -> np.ndarray | None:

@@ -20,7 +20,7 @@ from .._data import LABELS_COLUMN, align_mudata
 from .._data._images import IMAGE_KEY
 from .._utils import warn
 from ..module import MMDynamicsModule
-from . import _attribution, _certainty, _results
+from . import _attribution, _certainty, _image_attribution, _results
 from ._checkpoint import MMDynamicsTrainRunner
 from ._feature_scaling import check_feature_clip
 from ._inference import InferenceResult, run_inference
@@ -113,9 +113,9 @@ class MMDynamics(BaseModelClass):
         grid on 64 x 64 images), ``encoder_depth`` and ``encoder_width`` (the study's CNN: 2
         conv + pool blocks from 32 channels), ``encoder_fc`` (128), ``unet_channels`` (16),
         ``unet_depth`` (2), ``gate_sparsity`` (1: the factor of the patch gate's L1
-        term) and ``gate_warmup`` (100: training steps during which the gate is held,
+        term) and ``gate_warmup`` (5: training epochs during which the gate is held,
         neither learning nor penalised; the study trained it from the first step, which
-        shuts it on every image). The image side must be
+        shut it on every BCCD image). The image side must be
         divisible by ``patch_size``, by ``2**unet_depth`` and by ``2**encoder_depth``.
 
     Notes
@@ -467,12 +467,15 @@ class MMDynamics(BaseModelClass):
 
     def infer(self, mdata: MuData | None = None, batch_size: int = 1024, *,
               attribution_rows: np.ndarray | None = None,
-              attribution_cells: int = _attribution.ATTRIBUTION_CELLS) -> InferenceResult:
+              attribution_cells: int = _attribution.ATTRIBUTION_CELLS,
+              image_attribution: bool = False) -> InferenceResult:
         """Run the trained model over every cell of ``mdata`` (default: the training data).
 
         With ``attribution_rows`` (positions of cells in ``mdata``), also the per-class
         attribution over at most ``attribution_cells`` of them per predicted class
-        (``result.attribution``, see :meth:`get_attribution`).
+        (``result.attribution``, see :meth:`get_attribution`). With ``image_attribution``
+        and an image modality, also every cell's patch attribution
+        (``result.image_attribution``, see :meth:`get_image_attribution`).
         """
         with self._aligned(mdata) as aligned:
             loader = self._make_data_loader(adata=aligned, batch_size=batch_size,
@@ -484,7 +487,35 @@ class MMDynamics(BaseModelClass):
                     result.attribution = _attribution.class_attribution(
                         self, aligned, attribution_rows, result.proba.argmax(1),
                         max_cells=attribution_cells)
+                if image_attribution and self.images_:
+                    result.image_attribution = _image_attribution.image_attribution(
+                        self, aligned)
         return result
+
+    def get_image_attribution(self, mdata: MuData | None = None,
+                              modality: str | None = None) -> np.ndarray:
+        """Patch attribution of every cell of an image modality, (cells, grid, grid).
+
+        Integrated gradients of the log probability of each cell's predicted class, from an
+        image of the training mean colour to the cell's image (16 steps), summed over the
+        channels and pixels of each ``patch_size`` x ``patch_size`` patch. Positive: the patch
+        is evidence for the predicted class. Rows follow ``mdata``'s cells (default: the
+        training data); NaN for cells without the image. ``modality``: the image modality
+        (default: the only one).
+        """
+        if not self.images_:
+            raise ValueError("The model has no image modality.")
+        if modality is None:
+            if len(self.images_) > 1:
+                raise ValueError(f"The model has several image modalities "
+                                 f"({list(self.images_)}); pass modality=.")
+            modality = next(iter(self.images_))
+        if modality not in self.images_:
+            raise KeyError(f"{modality!r} is not an image modality of the model "
+                           f"({list(self.images_)}).")
+        with self._aligned(mdata) as aligned, kept_random_state():
+            values = _image_attribution.image_attribution(self, aligned)
+        return values[self.modalities_.index(modality)]
 
     def get_attribution(
         self, mdata: MuData | None = None, *, grouped: bool = True,

@@ -63,7 +63,8 @@ def _check_modality(model: MMDynamics, mdata: MuData, modality: str | None) -> s
     tabular = [m for m in model.modalities_ if m not in model.images_]
     if not tabular:
         raise ValueError("The model has image modalities only: their per-cell explanation is "
-                         "the heatmap (pl.heatmaps).")
+                         "the patch attribution (model.get_image_attribution, "
+                         "pl.heatmaps(values='attribution')).")
     if modality is None:
         if len(tabular) != 1:
             raise ValueError(f"The model has the tabular modalities {tabular}: name one with "
@@ -74,7 +75,8 @@ def _check_modality(model: MMDynamics, mdata: MuData, modality: str | None) -> s
                        f"{model.modalities_}.")
     if modality in model.images_:
         raise ValueError(f"modality {modality!r} is an image modality: its per-cell "
-                         "explanation is the heatmap (pl.heatmaps); name a tabular one of "
+                         "explanation is the patch attribution (model.get_image_attribution, "
+                         "pl.heatmaps(values='attribution')); name a tabular one of "
                          f"{tabular}.")
     if modality not in mdata.mod:
         raise KeyError(f"modality {modality!r} is not in mdata (it has {list(mdata.mod)}).")

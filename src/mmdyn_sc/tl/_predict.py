@@ -75,7 +75,9 @@ def predict(
     attribution
         Compute the per-class feature attribution (``varm[f"{key_added}_attribution"]``,
         see :func:`mmdyn_sc.tl.fit`) on at most ``attribution_cells`` query cells per
-        predicted class (200 by default; a fixed random sample). ``False`` skips it.
+        predicted class (200 by default; a fixed random sample) and, with an image modality,
+        the patch attribution of every imaged cell (``obsm[f"{key_added}_attribution"]`` of
+        the image modality). ``False`` skips it.
     attribution_cells
         See ``attribution``.
 
@@ -103,7 +105,7 @@ def predict(
     target = copy_mudata(mdata) if copy else mdata
     result = model.infer(target, batch_size=batch_size,
                          attribution_rows=np.arange(target.n_obs) if attribution else None,
-                         attribution_cells=attribution_cells)
+                         attribution_cells=attribution_cells, image_attribution=attribution)
     labels_key = model.adata_manager.registry["setup_args"]["labels_key"]
     label_codes, _ = resolve_label_codes(target, labels_key, model.classes_,
                                          labels_required=False)

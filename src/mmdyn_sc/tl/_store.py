@@ -158,17 +158,19 @@ def true_class_probability(
     return pd.DataFrame(values, index=index, columns=modalities)
 
 
-def image_record(model: MMDynamics) -> dict:
+def image_record(model: MMDynamics, attribution: bool = False) -> dict:
     """What ``uns[key]["images"]`` records per image modality.
 
     ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` (the heatmap is
-    grid_size x grid_size) and ``heatmap`` (whether one was written: only with FI).
+    grid_size x grid_size), ``heatmap`` (whether one was written: only with FI) and
+    ``attribution`` (whether the patch attribution was written).
     """
     options = model.module.image_options
     return {
         mod: {**spec, "patch_size": options["patch_size"],
               "grid_size": spec["image_size"] // options["patch_size"],
-              "heatmap": bool(model.module.feature_informativeness)}
+              "heatmap": bool(model.module.feature_informativeness),
+              "attribution": bool(attribution)}
         for mod, spec in model.images_.items()
     }
 
@@ -229,9 +231,12 @@ def write_results(
         if mod not in mdata.mod:  # a query without this modality
             continue
         if mod in model.images_:
+            rows = index.get_indexer(mdata.mod[mod].obs_names)
             if result.heatmaps[m] is not None:
-                rows = index.get_indexer(mdata.mod[mod].obs_names)
                 writer.mod_obsm(mod, Key.obsm.heatmap(key_added), result.heatmaps[m][rows])
+            if result.image_attribution is not None:
+                writer.mod_obsm(mod, Key.obsm.image_attribution(key_added),
+                                result.image_attribution[m][rows])
             continue
         var_names = mdata.mod[mod].var_names
         writer.varm(mod, Key.varm.feature_weights(key_added), frames[mod].reindex(var_names))
@@ -272,6 +277,6 @@ def write_results(
             mod: dict(zip(classes, counts.tolist(), strict=True))
             for mod, counts in result.attribution.n_cells.items()}}
     if model.images_:
-        uns["images"] = image_record(model)
+        uns["images"] = image_record(model, result.image_attribution is not None)
     writer.uns(Key.uns.params(key_added), uns)
     writer.log()
