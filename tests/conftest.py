@@ -227,16 +227,15 @@ def bccd_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def bccd32(bccd_root):
-    """All 351 BCCD crops as 3 x 32 x 32 uint8 images, labelled in obs["label"]."""
+def bccd64(bccd_root):
+    """All 351 BCCD crops as 3 x 64 x 64 uint8 images, labelled in obs["label"]."""
     import pandas as pd
 
     import mmdyn_sc as ms
 
-    root = bccd_root
-    index = pd.read_csv(root / "index.csv")
+    index = pd.read_csv(bccd_root / "index.csv")
     index.index = [Path(p).stem for p in index["path"]]
-    return ms.pp.images_from_files(index["path"], root=root, obs=index, size=32)
+    return ms.pp.images_from_files(index["path"], root=bccd_root, obs=index, size=64)
 
 
 # ------------------------------------------------------------------------------ synthetic

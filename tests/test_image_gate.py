@@ -70,7 +70,8 @@ def test_gate_is_held_during_warmup():
                          options={**SMALL, "gate_sparsity": 0.5, "gate_warmup": 3})
     images = torch.rand(4, 3, 16, 16)
     weights, gate_grads = [], []
-    for _ in range(5):
+    for epoch in range(5):
+        branch.start_epoch(epoch)  # as the training plan does (one step per epoch here)
         out = branch.train()(images)
         weights.append(branch.sparsity_weight)  # as the loss reads it, after the forward
         branch.zero_grad()
@@ -81,11 +82,14 @@ def test_gate_is_held_during_warmup():
     branch.eval()(images)  # predicting does not count
     assert weights == [0.0, 0.0, 0.0, 0.5, 0.5]
     assert gate_grads == [False, False, False, True, True]
-    assert int(branch.training_steps) == 5
-    assert "training_steps" in branch.state_dict()  # resumed with the checkpoint
+    assert int(branch.training_epochs) == 4
+    assert "training_epochs" in branch.state_dict()  # saved with the model
     assert not branch.warming_up
-    branch.load_state_dict({**branch.state_dict(), "training_steps": torch.tensor(1)})
-    assert branch.warming_up  # a loaded step count is read again
+    branch.load_state_dict({**branch.state_dict(), "training_epochs": torch.tensor(1)})
+    assert branch.warming_up  # a loaded epoch is read again
+    old = {k: v for k, v in branch.state_dict().items() if k != "training_epochs"}
+    branch.load_state_dict({**old, "training_steps": torch.tensor(1)})  # saved by 0.1.0
+    assert not branch.warming_up
     no_warmup = ImageBranch(3, 16, 8, 2, 0.0, True, False, options={**SMALL, "gate_warmup": 0})
     assert no_warmup.sparsity_weight == DEFAULT_IMAGE_OPTIONS["gate_sparsity"]
 
@@ -103,19 +107,42 @@ def test_paper_recipe_trains_the_gate_from_the_first_step(synth_images):
         ms.tl.fit(mdata, "label", image_options=[("patch_size", 4)])
 
 
-@pytest.mark.slow
-def test_patch_gate_stays_open_and_uneven_on_real_images(bccd32):
-    """Regression: trained from the first step, the gate shut every patch of every BCCD image.
+def otsu_nucleus(images: np.ndarray) -> np.ndarray:
+    """(n, S, S) nucleus masks: blue / (green + 1) above each image's Otsu threshold (the
+    mask of benchmarks/images.py, without its removal of specks)."""
+    from skimage.filters import threshold_otsu
 
-    Default gate settings, 20 epochs of batch 32 (about 200 steps: the 100 of the warmup, then 100
-    that train the gate) at 32 px: most heatmaps must be open (some patch > 0.1) and vary
-    within the image. With ``gate_warmup=0`` every heatmap is shut here (measured 2026-12-06:
-    no image open after 12 or 20 epochs; with the warmup all are, median spread 0.17).
+    ratio = images[:, 2].astype(float) / (images[:, 1].astype(float) + 1)
+    return np.stack([r > threshold_otsu(r) for r in ratio])
+
+
+def nucleus_ratio(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per image: (heatmap mass on the nucleus / total) / (nucleus area share)."""
+    patch = mask.shape[-1] // heatmap.shape[-1]
+    pixels = np.kron(heatmap, np.ones((1, patch, patch)))
+    return (pixels * mask).sum((1, 2)) / pixels.sum((1, 2)) / mask.mean((1, 2))
+
+
+@pytest.mark.slow
+def test_patch_gate_finds_the_nucleus_at_64_px(bccd64):
+    """Issue 20: with the default options the gate of a 64 px fit lands on the nucleus.
+
+    Every package default but the epochs (15, no early stopping: the gate held for 5, then 10
+    of batch 32, 70 steps), trained on two thirds of the crops, scored on the others. The
+    benchmark's target is a ratio of 1.5 over full fits (benchmarks/image_heatmaps.py); 0.1.0's
+    defaults (batch 128, the gate held for 100 steps) never train the gate in these 30 steps
+    and leave it at its start, a ratio of about 1.
     """
-    mdata = image_only(bccd32)
-    ms.tl.fit(mdata, "label", max_epochs=20, batch_size=32, n_hidden=64,
-              modality_informativeness=False, early_stopping=False, seed=0,
-              enable_progress_bar=False, image_options={"patch_size": 4})
-    heatmap = mdata["image"].obsm["mmdyn_heatmap"]
-    assert np.mean(heatmap.max(axis=(1, 2)) > 0.1) > 0.9
-    assert np.median(heatmap.std(axis=(1, 2))) > 0.05
+    names = bccd64.obs_names
+    test = names[::3]
+    mdata = image_only(bccd64)
+    train = mdata[~mdata.obs_names.isin(test)].copy()
+    query = mdata[test].copy()
+    model = ms.tl.fit(train, "label", max_epochs=15, early_stopping=False, seed=0,
+                      enable_progress_bar=False, attribution=False)
+    assert model.train_params_["batch_size"] == 32
+    ms.tl.predict(query, model, attribution=False)
+    heatmap = query["image"].obsm["mmdyn_heatmap"]
+    assert np.mean(heatmap.max(axis=(1, 2)) > 0.1) > 0.9  # open: the gate did not shut
+    ratio = nucleus_ratio(heatmap, otsu_nucleus(query["image"].obsm["image"]))
+    assert np.nanmean(ratio) > 1.2, np.nanmean(ratio)

@@ -83,6 +83,14 @@ RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     }),
 })
 
+#: :func:`mmdyn_sc.tl.fit`'s batch size with the ``"default"`` recipe when the model has an
+#: image modality and no ``batch_size`` is given. At 128, a few hundred images are two
+#: steps per epoch: the image branch's encoder learns little in the patch gate's warm-up,
+#: and the gate then shuts every patch (the classifier is better off with no input than
+#: with one it reads wrongly); 32 gives it four times the steps for the same epochs
+#: (``benchmarks/results/image_heatmaps.md``).
+IMAGE_BATCH_SIZE = 32
+
 #: The defaults of :class:`~mmdyn_sc.MMDynamics` and its ``train()``.
 DEFAULTS = RECIPES["default"]
 

@@ -108,6 +108,11 @@ class MMDynamicsTrainingPlan(pl.LightningModule):
         self.log_dict(metrics, on_epoch=True, prog_bar=False, sync_dist=distributed,
                       reduce_fx="max")
 
+    def on_train_epoch_start(self) -> None:
+        start = getattr(self.module, "start_epoch", None)
+        if start is not None:
+            start(self.current_epoch)
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 

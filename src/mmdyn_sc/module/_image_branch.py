@@ -15,12 +15,13 @@ from ._patch_unet import PatchUNet, check_patch_grid
 #: Image options and their defaults (the 2411.00725 study: 8-pixel patches, two conv blocks
 #: of 32 and 64 channels, a 128-unit hidden layer; a U-net of two halvings from 16 channels).
 #: ``gate_sparsity`` weighs the patch gate's L1 term (1, as the study). Not the study's: the
-#: gate is held for the first ``gate_warmup`` training steps (minibatches), gating the image
-#: but neither learning nor paying its L1 term, until the encoder has learnt what the
-#: images show. Trained from the first step, as in the study (``recipe="paper"``:
-#: ``gate_warmup=0``), the gate shuts every patch of every BCCD image before the encoder
-#: learns anything, and a shut sigmoid gate gets almost no gradient back
-#: (benchmarks/results/images.md).
+#: gate is held for the first ``gate_warmup`` training epochs, gating the image but neither
+#: learning nor paying its L1 term, until the encoder has learnt what the images show.
+#: Trained from the first step, as in the study (``recipe="paper"``: ``gate_warmup=0``),
+#: the gate shut every patch of every BCCD image before the encoder learnt anything, and a
+#: shut sigmoid gate gets almost no gradient back. Counted in epochs (0.2.0; 100 steps
+#: before): at the default batch of 128, 100 steps were 50 of the 60 epochs a 64 px BCCD
+#: fit runs, and the gate hardly left its start (benchmarks/results/images.md).
 DEFAULT_IMAGE_OPTIONS = {
     "patch_size": 8,
     "encoder_depth": 2,
@@ -29,7 +30,7 @@ DEFAULT_IMAGE_OPTIONS = {
     "unet_channels": 16,
     "unet_depth": 2,
     "gate_sparsity": 1.0,
-    "gate_warmup": 100,
+    "gate_warmup": 5,
 }
 #: Integer options and their smallest allowed value; the others are numbers >= 0.
 _INTEGER_OPTIONS = {"patch_size": 1, "encoder_depth": 1, "encoder_width": 1, "encoder_fc": 1,
@@ -70,9 +71,10 @@ class ImageBranch(BranchHeads):
     predicting. With FI, a ``PatchUNet`` scores every ``patch_size`` x ``patch_size`` patch
     in (0, 1) and the image is multiplied by that heatmap (nearest-upsampled, every
     channel); the L1 term of the loss applies to the grid, weighted by ``gate_sparsity``.
-    For the first ``gate_warmup`` training steps (counted in ``training_steps``, a buffer:
-    saved with the model and restored on resume) the gate is held: its heatmap gates the
-    image without gradient, and its L1 weight is 0.
+    For the first ``gate_warmup`` training epochs (the epoch is set by the training plan
+    through :meth:`start_epoch` and kept in ``training_epochs``, a buffer saved with the
+    model) the gate is held: its heatmap gates the image without gradient, and its L1
+    weight is 0.
 
     ``forward`` returns ``h`` (n, H); ``gate``, the heatmap flattened to (n, grid * grid)
     for the sparsity term, or None; ``heatmap`` (n, grid, grid) or None; ``logits``
@@ -101,7 +103,7 @@ class ImageBranch(BranchHeads):
         ``encoder_depth`` (conv + pool blocks), ``encoder_width`` (channels of the first),
         ``encoder_fc`` (hidden units), the U-net's ``unet_channels`` and ``unet_depth``,
         ``gate_sparsity``, the factor of the gate's L1 term, and ``gate_warmup``, the
-        training steps during which the gate is held.
+        training epochs during which the gate is held.
     """
 
     def __init__(
@@ -119,11 +121,10 @@ class ImageBranch(BranchHeads):
         super().__init__()
         options = image_options(options)
         self.options = options
-        self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
-        # Host copy of training_steps (read from the buffer once, then counted here: reading
-        # a GPU buffer every step would wait for the device) and the last step's hold.
-        self._steps_seen: int | None = None
-        self._held_step = False
+        self.register_buffer("training_epochs", torch.zeros((), dtype=torch.long))
+        # Host copy of training_epochs (reading a GPU buffer every step would wait for the
+        # device).
+        self._epoch: int | None = None
         self.scaler = ChannelScaler(channels)
         if feature_informativeness:
             check_patch_grid(image_size, options["patch_size"], options["unet_depth"])
@@ -139,34 +140,37 @@ class ImageBranch(BranchHeads):
     def patch_size(self) -> int:
         return self.options["patch_size"]
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._steps_seen = None  # a loaded (e.g. resumed) step count: read it again
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        steps = state_dict.pop(prefix + "training_steps", None)
+        if steps is not None and prefix + "training_epochs" not in state_dict:
+            # Saved by 0.1.0, which counted the warm-up in steps: its training is over.
+            state_dict[prefix + "training_epochs"] = torch.tensor(
+                self.options["gate_warmup"], dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._epoch = None  # a loaded (e.g. resumed) epoch: read it again
+
+    def start_epoch(self, epoch: int) -> None:
+        """Record that training epoch ``epoch`` (0-based) begins."""
+        self.training_epochs.fill_(int(epoch))
+        self._epoch = int(epoch)
 
     @property
     def warming_up(self) -> bool:
-        """Whether the gate is still held (the first ``gate_warmup`` training steps)."""
-        if self._steps_seen is None:
-            self._steps_seen = int(self.training_steps)
-        return self._steps_seen < self.options["gate_warmup"]
+        """Whether the gate is held (the epoch is one of the first ``gate_warmup``)."""
+        if self._epoch is None:
+            self._epoch = int(self.training_epochs)
+        return self._epoch < self.options["gate_warmup"]
 
     @property
     def sparsity_weight(self) -> float:
-        """``gate_sparsity``, or 0 while the gate is held.
-
-        In training: held on the step of the last forward (whose heatmap was detached);
-        otherwise: while :attr:`warming_up`.
-        """
-        held = self._held_step if self.training else self.warming_up
-        return 0.0 if held else self.options["gate_sparsity"]
+        """``gate_sparsity``, or 0 while the gate is held."""
+        return 0.0 if self.warming_up else self.options["gate_sparsity"]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         images = self.scaler(as_float_images(x))
         held = False
         if self.training:
-            held = self._held_step = self.warming_up
-            self.training_steps += 1
-            self._steps_seen += 1
+            held = self.warming_up
             images = random_flips(images)
         heatmap = None
         if self.gate is not None:

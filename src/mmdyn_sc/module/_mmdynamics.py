@@ -292,6 +292,15 @@ class MMDynamicsModule(nn.Module):
         mono = torch.stack(tcp_hats, dim=1)
         return pdf_weights(mono, modality_logits, available, calibrate=not self.training)
 
+    def start_epoch(self, epoch: int) -> None:
+        """Tell the branches that training epoch ``epoch`` (0-based) begins.
+
+        The image gate's warm-up is counted in epochs.
+        """
+        for branch in self.branches:
+            if hasattr(branch, "start_epoch"):
+                branch.start_epoch(epoch)
+
     def on_load(self, model, **kwargs) -> None:
         """scvi-tools' hook after a model is rebuilt from a save: nothing to prepare.
 
