@@ -1,5 +1,8 @@
 """Image MM dynamics benchmark: image only on BCCD crops, heatmap quality, tri-modal BMMC.
 
+Where the model looks with the current defaults, at 32, 64 and 128 px and against integrated
+gradients and Grad-CAM, is measured by ``benchmarks/image_heatmaps.py``.
+
 Three parts, each printed as a table and written to ``benchmarks/results/images.md`` (and the
 per-run rows to ``images.json``, one JSON row per line):
 
