@@ -72,7 +72,7 @@ class ImageBranch(BranchHeads):
     in (0, 1) and the image is multiplied by that heatmap (nearest-upsampled, every
     channel); the L1 term of the loss applies to the grid, weighted by ``gate_sparsity``.
     For the first ``gate_warmup`` training epochs (the epoch is set by the training plan
-    through :meth:`start_epoch` and kept in ``training_epochs``, a buffer saved with the
+    through ``start_epoch`` and kept in ``training_epochs``, a buffer saved with the
     model) the gate is held: its heatmap gates the image without gradient, and its L1
     weight is 0.
 
