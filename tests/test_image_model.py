@@ -15,8 +15,9 @@ from mmdyn_sc.module import ImageBranch
 
 #: Small images and layers: tests check behaviour (benchmarks/images.py checks quality).
 IMAGE_OPTIONS = {"patch_size": 4, "unet_channels": 4, "encoder_width": 8, "encoder_fc": 32}
+#: No attribution: test_image_attribution.py covers it (16 passes per image).
 FIT = {"max_epochs": 2, "n_hidden": 16, "enable_progress_bar": False,
-       "image_options": IMAGE_OPTIONS}
+       "image_options": IMAGE_OPTIONS, "attribution": False}
 
 
 def image_only(images: ad.AnnData) -> md.MuData:
@@ -80,7 +81,7 @@ def test_image_predicts_new_cells_and_uint8_equals_float32(synth_images):
     train_rows, query_rows = split_by_rank(synth_images)
     train, query = image_only(synth_images[train_rows]), image_only(synth_images[query_rows])
     model = ms.tl.fit(train, "label", **FIT)
-    ms.tl.predict(query, model)
+    ms.tl.predict(query, model, attribution=False)
     check_image_outputs(query)
     assert set(query.obs["mmdyn_split"]) == {"query"}
     # The same images stored as float32 in [0, 1] give the same probabilities.
@@ -97,7 +98,7 @@ def test_trimodal_fit_predict_save_load(synth_trimodal, tmp_path):
     model = ms.tl.fit(train, "cell_type", **FIT)
     assert model.modalities_ == ["rna", "prot", "image"]
     check_image_outputs(train)
-    ms.tl.predict(query, model)
+    ms.tl.predict(query, model, attribution=False)
     check_image_outputs(query)
     confidence = query.obsm["mmdyn_confidence"]
     imaged = query.obs_names.isin(query["image"].obs_names)
@@ -127,7 +128,7 @@ def test_trimodal_query_without_images(synth_trimodal):
     train, query = synth_trimodal
     model = ms.tl.fit(train, "cell_type", **{**FIT, "max_epochs": 1, "modality_dropout": 0.3})
     without = md.MuData({"rna": query["rna"].copy(), "prot": query["prot"].copy()})
-    ms.tl.predict(without, model)
+    ms.tl.predict(without, model, attribution=False)
     assert list(without.uns["mmdyn"]["modalities_used"]) == ["rna", "prot"]
     assert without.obsm["mmdyn_confidence"]["image"].isna().all()
 

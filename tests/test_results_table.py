@@ -12,7 +12,7 @@ ROOT = Path(__file__).parents[1]
 START = "<!-- where-results-are-stored:start"
 END = "<!-- where-results-are-stored:end -->"
 #: Rows of the table written only for image modalities (no image in this test's fit).
-IMAGE_ONLY = {("mod.obsm", Key.obsm.heatmap())}
+IMAGE_ONLY = {("mod.obsm", Key.obsm.heatmap()), ("mod.obsm", Key.obsm.image_attribution())}
 IMAGE_ONLY_FIELDS = {"images"}
 TINY = {"max_epochs": 2, "n_hidden": 16, "enable_progress_bar": False}
 
