@@ -91,7 +91,7 @@ def test_attribution_false_writes_no_image_attribution(_synth_images):
     assert mdata.uns["mmdyn"]["images"]["image"]["attribution"] is False
 
 
-def test_predict_writes_attribution_for_imaged_cells_only(synth_trimodal):
+def test_predict_writes_attribution_for_imaged_cells_only(synth_trimodal, tmp_path):
     train, query = synth_trimodal
     model = ms.tl.fit(train, "cell_type", max_epochs=1, n_hidden=16, enable_progress_bar=False,
                       image_options=IMAGE_OPTIONS)
@@ -106,3 +106,8 @@ def test_predict_writes_attribution_for_imaged_cells_only(synth_trimodal):
     assert np.isnan(per_cell[without]).all()
     with pytest.raises(KeyError, match="not an image modality"):
         model.get_image_attribution(query, modality="rna")
+    path = tmp_path / "query.h5mu"
+    query.write(path)  # the new key and its uns flag survive an h5mu round trip
+    back = md.read_h5mu(path)
+    np.testing.assert_array_equal(back["image"].obsm["mmdyn_attribution"], values)
+    assert bool(back.uns["mmdyn"]["images"]["image"]["attribution"])
