@@ -334,6 +334,7 @@ class MMDynamics(BaseModelClass):
         resume: bool = False,
         datasplitter_kwargs: dict | None = None,
         plan_kwargs: dict | None = None,
+        train_only_cells: np.ndarray | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train on the labelled cells with scvi-tools' data splitter and Lightning runner.
@@ -384,6 +385,11 @@ class MMDynamics(BaseModelClass):
         datasplitter_kwargs, plan_kwargs
             Extra arguments for :class:`~scvi.dataloaders.DataSplitter` and
             :class:`~mmdyn_sc.model.MMDynamicsTrainingPlan`.
+        train_only_cells
+            Integer indices of labelled cells that are always trained on and never validated
+            on, e.g. the pseudo-labelled cells of a transductive :func:`mmdyn_sc.tl.fit`:
+            the validation split, early stopping and the certainty calibration then use
+            cells with the user's labels only.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``,
             ``strategy="ddp"``, ``num_nodes``).
@@ -409,7 +415,7 @@ class MMDynamics(BaseModelClass):
             devices=devices, checkpoint_dir=checkpoint_dir,
             checkpoint_every_n_epochs=checkpoint_every_n_epochs, resume=resume,
             datasplitter_kwargs=datasplitter_kwargs, plan_kwargs=plan_kwargs,
-            trainer_kwargs=trainer_kwargs,
+            trainer_kwargs=trainer_kwargs, train_only_cells=train_only_cells,
         )
         self.certainty_ = self._fit_certainty()
 

@@ -33,7 +33,7 @@ def run_training(
     model, *, max_epochs, lr, weight_decay, lr_step_size, lr_gamma, batch_size, train_size,
     calibration_size, early_stopping, early_stopping_patience, early_stopping_monitor, seed,
     accelerator, devices, checkpoint_dir, checkpoint_every_n_epochs, resume,
-    datasplitter_kwargs, plan_kwargs, trainer_kwargs,
+    datasplitter_kwargs, plan_kwargs, trainer_kwargs, train_only_cells=None,
 ) -> None:
     """The body of :meth:`~mmdyn_sc.MMDynamics.train` (see there for the options)."""
     if max_epochs is None or int(max_epochs) < 1:
@@ -42,8 +42,12 @@ def run_training(
     if (labels >= 0).sum() == 0:
         raise ValueError("No labelled cells to train on.")
     split_seed = 0 if seed is None else int(seed)
-    train_idx, val_idx = stratified_split(labels, train_size, split_seed,
+    train_only = check_train_only_cells(train_only_cells, labels)
+    split_labels = labels.copy()
+    split_labels[train_only] = -1  # validated on cells with real labels only
+    train_idx, val_idx = stratified_split(split_labels, train_size, split_seed,
                                           classes=model.classes_)
+    train_idx = np.union1d(train_idx, train_only).astype(int)
     calibration_idx = mark_calibration_cells(model, labels, train_idx, calibration_size,
                                              split_seed)
     has_none = ~model._present[train_idx].any(axis=1)
@@ -100,6 +104,23 @@ def run_training(
     model.validation_indices = np.asarray(val_idx)
     model.calibration_indices = calibration_idx
     model.train_params_ = train_params
+
+
+def check_train_only_cells(cells, labels: np.ndarray) -> np.ndarray:
+    """``train_only_cells`` as sorted unique indices of labelled cells (checked)."""
+    if cells is None:
+        return np.array([], dtype=int)
+    cells = np.asarray(cells)
+    if cells.dtype == bool or not np.issubdtype(cells.dtype, np.integer):
+        raise TypeError("train_only_cells must be integer indices of cells, got an array of "
+                        f"dtype {cells.dtype}.")
+    cells = np.unique(cells)
+    if len(cells) and (cells[0] < 0 or cells[-1] >= len(labels)):
+        raise IndexError(f"train_only_cells must index the {len(labels)} cells.")
+    if (labels[cells] < 0).any():
+        raise ValueError("train_only_cells must be labelled cells; "
+                         f"{int((labels[cells] < 0).sum())} have no label.")
+    return cells
 
 
 def add_early_stopping(trainer_kwargs: dict, early_stopping: bool, patience: int,
