@@ -369,3 +369,24 @@ def test_killed_fit_resumes_to_the_uninterrupted_result(donor_files, tmp_path):
     with pytest.raises(ValueError, match="seed"):
         _fit_in_process(donor_files["s1d1"], resume=True, max_epochs=400, seed=3,
                         checkpoint_dir=str(checkpoints), checkpoint_every_n_epochs=2)
+
+
+def test_fit_transductive_pseudo_labels_the_unlabelled_cells(_bmmc_prepared, tmp_path, capsys):
+    from mmdyn_sc._cli import main
+    from mmdyn_sc._utils import copy_mudata, mudata_options
+
+    mdata = copy_mudata(_bmmc_prepared)
+    mdata.obs["reference"] = mdata.obs["cell_type"].astype(object).where(
+        mdata.obs["batch"] == "s1d1", None)
+    path, out = tmp_path / "both.h5mu", tmp_path / "out.h5mu"
+    with mudata_options():
+        mdata.write_h5mu(path)
+    assert main(["fit", str(path), "--labels", "reference", "--transductive",
+                 "--max-epochs", "3", "--no-attribution", "--model-dir",
+                 str(tmp_path / "model"), "--out", str(out)]) == 0
+    assert "pseudo_labeled" in capsys.readouterr().err
+    annotated = md.read_h5mu(out)
+    assert annotated.uns["mmdyn"]["transductive"]["n_pseudo_labeled"] > 0
+    query = (annotated.obs["batch"] == "s1d2").to_numpy()
+    assert (annotated.obs["mmdyn_split"][query].astype(str)
+            .isin(["pseudo_labeled", "unlabeled"]).all())

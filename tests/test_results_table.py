@@ -14,6 +14,9 @@ END = "<!-- where-results-are-stored:end -->"
 #: Rows of the table written only for image modalities (no image in this test's fit).
 IMAGE_ONLY = {("mod.obsm", Key.obsm.heatmap()), ("mod.obsm", Key.obsm.image_attribution())}
 IMAGE_ONLY_FIELDS = {"images"}
+#: Written only by a transductive fit (checked by its own fit below).
+TRANSDUCTIVE_ONLY = {("obs", Key.obs.training_label())}
+TRANSDUCTIVE_ONLY_FIELDS = {"transductive"}
 TINY = {"max_epochs": 2, "n_hidden": 16, "enable_progress_bar": False}
 
 #: ``mdata.obs["x"]`` -> ("obs", "x"); ``mdata[mod].varm["x"]`` -> ("mod.varm", "x").
@@ -81,6 +84,25 @@ def test_table_lists_every_key_fit_and_predict_write(synth_batches):
 
     assert fit_keys - listed == set(), "written by tl.fit, missing from the README table"
     assert predict_keys - listed == set(), "written by tl.predict, missing from the table"
-    assert listed - fit_keys - IMAGE_ONLY == set(), "in the table, not written by tl.fit"
+    assert listed - fit_keys - IMAGE_ONLY - TRANSDUCTIVE_ONLY == set(), (
+        "in the table, not written by tl.fit")
     assert model_fields - fields == set(), "uns['mmdyn'] fields missing from the table"
-    assert fields - model_fields - IMAGE_ONLY_FIELDS == set(), "uns fields not written"
+    assert fields - model_fields - IMAGE_ONLY_FIELDS - TRANSDUCTIVE_ONLY_FIELDS == set(), (
+        "uns fields not written")
+
+
+def test_table_lists_what_a_transductive_fit_adds(synth_batches):
+    import mudata as md
+
+    train, query = synth_batches
+    both = md.concat([train, query])
+    both.obs["reference"] = both.obs["cell_type"].astype(object).where(
+        both.obs["batch"] == "a", None)
+    listed, fields = table()
+    before = snapshot(both)
+    ms.tl.fit(both, "reference", transductive=True, **TINY)
+    added = written(both, before)
+    assert TRANSDUCTIVE_ONLY <= added
+    assert added - listed == set(), "written by a transductive fit, missing from the table"
+    assert set(both.uns[Key.uns.params()]) - fields == set()
+    assert "pseudo_labeled" in set(both.obs[Key.obs.split()])

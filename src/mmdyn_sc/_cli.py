@@ -137,6 +137,8 @@ def fit_command(args: argparse.Namespace) -> int:
         options["gate_rank"] = args.gate_rank
     if args.patch_size is not None:
         options["image_options"] = {"patch_size": args.patch_size}
+    if args.transductive:
+        options["transductive"] = True
     if args.checkpoint_dir is not None:
         options.update(checkpoint_dir=str(args.checkpoint_dir), resume=args.resume,
                        checkpoint_every_n_epochs=args.checkpoint_every or 10)
@@ -321,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--patch-size", type=int, metavar="P",
                        help="pixels per side of an image patch: the heatmap has one gate per "
                        "patch (default: 8)")
+    p_fit.add_argument("--transductive", action="store_true",
+                       help="let the cells without a label (the query) shape the model: "
+                       "the most certain of them get pseudo-labels and the model is fitted "
+                       "again (about twice the time; see tl.fit)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")

@@ -21,8 +21,10 @@ SPLIT_UNLABELED = "unlabeled"
 SPLIT_QUERY = "query"
 #: Training cells held out for the confidence heads of ``"tcp_calibrated"``.
 SPLIT_CALIBRATION = "calibration"
+#: Unlabelled cells a transductive fit trained on with their pseudo-label.
+SPLIT_PSEUDO_LABELED = "pseudo_labeled"
 SPLIT_CATEGORIES = [SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELED, SPLIT_QUERY,
-                    SPLIT_CALIBRATION]
+                    SPLIT_CALIBRATION, SPLIT_PSEUDO_LABELED]
 
 
 class Key:
@@ -45,6 +47,15 @@ class Key:
         def split(key: str = DEFAULT_KEY) -> str:
             """Role of the cell: train / validation / unlabeled / query (categorical)."""
             return f"{key}_split"
+
+        @staticmethod
+        def training_label(key: str = DEFAULT_KEY) -> str:
+            """Transductive fits: the label each cell was trained on (categorical).
+
+            The user's label, the pseudo-label of a confidently predicted unlabelled cell,
+            or missing.
+            """
+            return f"{key}_training_label"
 
     class obsm:
         """Entries of ``mdata.obsm``."""
