@@ -10,6 +10,7 @@ from .._lazy import lazy_attributes
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
     from ._images import crops_from_image, images_from_files, pair_images_by_label
     from ._prepare import prepare
+    from ._protein_background import protein_background
 
 #: Public name -> module that defines it, imported on first access.
 _LAZY = {
@@ -17,6 +18,7 @@ _LAZY = {
     "images_from_files": "._images",
     "pair_images_by_label": "._images",
     "prepare": "._prepare",
+    "protein_background": "._protein_background",
 }
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "images_from_files",
     "pair_images_by_label",
     "prepare",
+    "protein_background",
 ]
 
 
