@@ -188,7 +188,8 @@ def heatmaps(
         range of the values drawn, over the drawn cells only: their minimum and maximum gate
         for ``"gate"``; ``-m`` and ``+m`` with ``m`` the 99th percentile of the absolute
         attributions for ``"attribution"`` (a scale centred on 0; one cell's extreme patches
-        do not wash out the others, larger values show in the end colours). A range of zero width is widened slightly.
+        do not wash out the others, larger values show in the end colours). A range of zero
+        width is widened slightly.
     titles
         ``"class"`` (default): ``"true: X"`` and ``"pred: Y"``, whichever is known (the
         cell's name if neither is). ``"name"``: the cell's name, then those.
