@@ -70,7 +70,7 @@ def protein_background(
     is subtracted. Negative cells then sit near 0 in every batch. It uses no labels, only
     the cells of each batch, so a query batch can be denoised on its own before
     :func:`mmdyn_sc.tl.predict` (a query of a few cells cannot: a batch needs
-    :data:`MIN_BATCH_CELLS` cells).
+    10 cells).
 
     Measured against the plain CLR in ``benchmarks/results/peers.md`` (BMMC cross-donor,
     batch = donor, 3 seeds): macro F1 −0.010 and +0.009 in the two directions, within a
