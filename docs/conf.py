@@ -62,7 +62,7 @@ try:
 except PackageNotFoundError:  # not installed: fall back to static values
     project = _DIST_NAME
     author = "the mmdyn_sc developers"
-    version = "0.1.0"
+    version = "0.2.0"
     urls = {}
 
 copyright = f"{datetime.now():%Y}, {author}"

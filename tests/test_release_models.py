@@ -37,6 +37,17 @@ def test_release_model_loads_and_predicts_as_saved(folder, bmmc_donors):
     assert model.classes_ == list(expected.columns)
     proba = model.predict(query, soft=True).loc[expected.index]
     np.testing.assert_allclose(proba.to_numpy(), expected.to_numpy(), atol=1e-5)
+    certainty_file = folder / "expected_certainty.csv"  # saved from 0.2.0 on
+    if folder.name != "0.1.0":
+        assert certainty_file.is_file(), f"{folder} lacks expected_certainty.csv"
+    if certainty_file.is_file():
+        import mmdyn_sc
+
+        expected_certainty = pd.read_csv(certainty_file, index_col=0)["mmdyn_certainty"]
+        mmdyn_sc.tl.predict(query, model, attribution=False)
+        np.testing.assert_allclose(
+            query.obs["mmdyn_certainty"].loc[expected_certainty.index].to_numpy(),
+            expected_certainty.to_numpy(), atol=1e-5)
 
 
 def test_loading_onto_mismatched_data_lists_every_difference(bmmc_donors):
@@ -96,7 +107,11 @@ def test_unreadable_weights_name_the_saving_version(bmmc_donors, tmp_path):
         MMDynamics.load(str(tmp_path / "old"), query)
 
 
-@pytest.mark.parametrize("folder", RELEASES, ids=[p.name for p in RELEASES])
+#: Releases saved before the certainty existed (no expected_certainty.csv): 0.1.0.
+BEFORE_CERTAINTY = [p for p in RELEASES if not (p / "expected_certainty.csv").is_file()]
+
+
+@pytest.mark.parametrize("folder", BEFORE_CERTAINTY, ids=[p.name for p in BEFORE_CERTAINTY])
 def test_release_model_certainty_falls_back_to_the_highest_probability(folder, bmmc_donors,
                                                                       caplog):
     """A model saved before the certainty existed: tl.predict writes the highest probability."""
@@ -105,8 +120,7 @@ def test_release_model_certainty_falls_back_to_the_highest_probability(folder, b
     _, query = bmmc_donors
     query = query.copy()
     model = MMDynamics.load(str(folder), query)
-    if getattr(model, "certainty_", None) is not None:
-        pytest.skip(f"the {folder.name} model has a fitted certainty")
+    assert getattr(model, "certainty_", None) is None
     with caplog.at_level("INFO", logger="mmdyn_sc"):
         ms.tl.predict(query, model, attribution=False)
     np.testing.assert_allclose(query.obs["mmdyn_certainty"],

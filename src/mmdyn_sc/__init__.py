@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 try:
     __version__ = version("mmdyn-sc")
 except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.1.0"
+    __version__ = "0.2.0"
 
 from ._keys import Key
 from ._lazy import lazy_attributes

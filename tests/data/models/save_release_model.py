@@ -4,7 +4,8 @@ The model is trained on BMMC CITE-seq donor s1d1 (prepared with ``mmdyn_sc.pp.pr
 the 50 RNA features of highest variance on that donor and every protein), at most 150
 epochs (early stopping), seed 0.
 Next to ``model.pt`` it writes the class probabilities it gives donor s1d2
-(``expected_proba.csv``). ``tests/test_release_models.py`` loads every saved release onto
+(``expected_proba.csv``) and, from 0.2.0 on, the certainty ``tl.predict`` gives each of those
+cells (``expected_certainty.csv``: the calibration saved with the model). ``tests/test_release_models.py`` loads every saved release onto
 today's data and checks those probabilities, so a version that cannot load an earlier
 model, or predicts differently with it, fails CI.
 
@@ -57,6 +58,9 @@ def main() -> int:
         return 1
     model.save(str(folder), overwrite=True)
     model.predict(query, soft=True).to_csv(folder / "expected_proba.csv", float_format="%.7g")
+    ms.tl.predict(query, model, attribution=False)
+    query.obs[["mmdyn_certainty"]].to_csv(folder / "expected_certainty.csv",
+                                          float_format="%.7g")
     print(f"saved {folder}")
     return 0
 
