@@ -99,7 +99,8 @@ def _local_or_download(folder: str, filename: str, url: str | None, sha256: str 
 
     Returns
     -------
-    Path to the local file.
+    pathlib.Path
+        The local file.
 
     Raises
     ------

@@ -48,31 +48,32 @@ def bmmc_cite() -> md.MuData:
 
     Returns
     -------
-    MuData with modalities
+    :class:`~mudata.MuData`
+        Two modalities:
 
-    - ``"rna"``: 600 cells x 1000 genes (GRCh38 gene symbols);
-    - ``"prot"``: 600 cells x 134 surface proteins (ADT, TotalSeq-B panel).
+        - ``"rna"``: 600 cells x 1000 genes (GRCh38 gene symbols);
+        - ``"prot"``: 600 cells x 134 surface proteins (ADT, TotalSeq-B panel).
 
-    In both, ``.X`` holds the **raw counts** (taken from the files' ``layers["counts"]``) as
-    float32 CSR, and ``layers["counts"]`` holds a copy of the same matrix (the files' own
-    normalised ``X`` is dropped). Each modality's ``var`` and ``obs`` are kept as read
-    (``obs`` has ``cell_type``, ``batch``, ``is_train``, ``phase``, QC columns, ...).
-    Three protein names (CD36, CD69, HLA-E) coincide with gene symbols, so the global
-    ``mdata.var_names`` are not unique; the per-modality ones are.
+        In both, ``.X`` holds the **raw counts** (taken from the files' ``layers["counts"]``)
+        as float32 CSR, and ``layers["counts"]`` holds a copy of the same matrix (the files'
+        own normalised ``X`` is dropped). Each modality's ``var`` and ``obs`` are kept as read
+        (``obs`` has ``cell_type``, ``batch``, ``is_train``, ``phase``, QC columns, ...).
+        Three protein names (CD36, CD69, HLA-E) coincide with gene symbols, so the global
+        ``mdata.var_names`` are not unique; the per-modality ones are.
 
-    Labels: global ``mdata.obs["cell_type"]`` (categorical, 41 classes) and
-    ``mdata.obs["batch"]`` (categorical donor: ``s1d1`` 311 cells, ``s1d2`` 289 cells),
-    copied from the RNA ``obs``.
+        Labels: global ``mdata.obs["cell_type"]`` (categorical, 41 classes) and
+        ``mdata.obs["batch"]`` (categorical donor: ``s1d1`` 311 cells, ``s1d2`` 289 cells),
+        copied from the RNA ``obs``.
 
     Notes
     -----
     Source: GitHub ``openproblems-bio/neurips2021_multimodal_viash`` at commit
-    ``75281c039ab98b459edbf52058a18597e710ed4d``, files
-    ``resources_test/common/openproblems_bmmc_cite_starter/openproblems_bmmc_cite_starter.
-    output_rna.h5ad`` and ``...output_mod2.h5ad`` (MIT-licensed repository; data from
-    Luecken et al. 2021, GEO GSE194122). The files are read from
-    ``settings.data_dir / "bmmc_cite_neurips2021"`` if present; otherwise they are downloaded
-    there from ``raw.githubusercontent.com`` and checked against their SHA-256.
+    ``75281c039ab98b459edbf52058a18597e710ed4d``, folder
+    ``resources_test/common/openproblems_bmmc_cite_starter/``, files
+    ``openproblems_bmmc_cite_starter.output_rna.h5ad`` and ``...output_mod2.h5ad``
+    (MIT-licensed repository; data from Luecken et al. 2021, GEO GSE194122). The files are
+    read from ``settings.data_dir / "bmmc_cite_neurips2021"`` if present; otherwise they are
+    downloaded there from ``raw.githubusercontent.com`` and checked against their SHA-256.
     """
     rna = _read_h5ad(_fetch(_BMMC, "openproblems_bmmc_cite_starter.output_rna.h5ad"))
     prot = _read_h5ad(_fetch(_BMMC, "openproblems_bmmc_cite_starter.output_mod2.h5ad"))
@@ -91,21 +92,22 @@ def pbmc10k_cite() -> md.MuData:
 
     Returns
     -------
-    MuData with modalities
+    :class:`~mudata.MuData`
+        Two modalities:
 
-    - ``"rna"``: 6821 cells x 4000 genes (gene symbols);
-    - ``"prot"``: 6821 cells x 14 proteins (CD127, CD14, ..., TIGIT; ``var["antibody"]`` has
-      the TotalSeq-B names).
+        - ``"rna"``: 6821 cells x 4000 genes (gene symbols);
+        - ``"prot"``: 6821 cells x 14 proteins (CD127, CD14, ..., TIGIT; ``var["antibody"]``
+          has the TotalSeq-B names).
 
-    In both, ``.X`` holds the **raw counts** as float32 CSR and ``layers["counts"]`` a copy of
-    the same matrix. Each modality's ``var`` and ``obs`` are kept as read. Four protein names
-    (CD4, CD14, CD19, TIGIT) coincide with gene symbols, so the global ``mdata.var_names`` are
-    not unique; the per-modality ones are.
+        In both, ``.X`` holds the **raw counts** as float32 CSR and ``layers["counts"]`` a
+        copy of the same matrix. Each modality's ``var`` and ``obs`` are kept as read. Four
+        protein names (CD4, CD14, CD19, TIGIT) coincide with gene symbols, so the global
+        ``mdata.var_names`` are not unique; the per-modality ones are.
 
-    Labels: global ``mdata.obs["cell_type"]`` (categorical, 6 classes: CD4+ T-cells 2206,
-    Monocytes 1800, CD8+ T-cells 1365, NK cells 921, B-cells 524, HSC 5) and
-    ``mdata.obs["cell_type_fine"]`` (categorical, 16 classes). These are automatic
-    (SingleR/BlueprintEncode-style) annotations derived from the RNA, not expert labels.
+        Labels: global ``mdata.obs["cell_type"]`` (categorical, 6 classes: CD4+ T-cells 2206,
+        Monocytes 1800, CD8+ T-cells 1365, NK cells 921, B-cells 524, HSC 5) and
+        ``mdata.obs["cell_type_fine"]`` (categorical, 16 classes). These are automatic
+        (SingleR/BlueprintEncode-style) annotations derived from the RNA, not expert labels.
 
     Notes
     -----
@@ -142,18 +144,19 @@ def rosmap() -> md.MuData:
 
     Returns
     -------
-    MuData with modalities ``"mrna"`` (mRNA expression, Ensembl gene IDs), ``"meth"``
-    (DNA methylation, CpG probe IDs) and ``"mirna"`` (miRNA expression; 189 human ``hsa-...``
-    and 11 viral miRNA names), each 351 samples x 200 features. ``.X`` is dense float32,
-    exactly the values in MOGONET's csv files (already min-max scaled to [0, 1] per feature
-    by MOGONET; *not* counts).
-    ``var_names`` come from ``k_featname.csv``. Rows are the train samples first
-    (``obs_names`` ``train_0`` ... ``train_244``) then the test samples (``test_0`` ...
-    ``test_105``), in file order. Modality ``obs`` have no columns.
+    :class:`~mudata.MuData`
+        Modalities ``"mrna"`` (mRNA expression, Ensembl gene IDs), ``"meth"`` (DNA
+        methylation, CpG probe IDs) and ``"mirna"`` (miRNA expression; 189 human
+        ``hsa-...`` and 11 viral miRNA names), each 351 samples x 200 features. ``.X`` is
+        dense float32, exactly the values in MOGONET's csv files (already min-max scaled to
+        [0, 1] per feature by MOGONET; *not* counts). ``var_names`` come from
+        ``k_featname.csv``. Rows are the train samples first (``obs_names`` ``train_0`` ...
+        ``train_244``) then the test samples (``test_0`` ... ``test_105``), in file order.
+        Modality ``obs`` have no columns.
 
-    Labels: global ``mdata.obs["label"]`` (categorical, categories ``["NC", "AD"]``;
-    file value 0 = Normal Control, 1 = Alzheimer's Disease; train 118 NC / 127 AD,
-    test 51 NC / 55 AD) and ``mdata.obs["split"]`` (categorical, ``["train", "test"]``).
+        Labels: global ``mdata.obs["label"]`` (categorical, categories ``["NC", "AD"]``;
+        file value 0 = Normal Control, 1 = Alzheimer's Disease; train 118 NC / 127 AD,
+        test 51 NC / 55 AD) and ``mdata.obs["split"]`` (categorical, ``["train", "test"]``).
 
     Notes
     -----
@@ -219,20 +222,22 @@ def bccd_wbc(size: int = 64, *, min_cells: int = 10) -> md.MuData:
 
     Returns
     -------
-    MuData with one modality, ``"image"``: n images (348 by default) whose
-    ``.obsm["image"]`` holds them as ``uint8`` (0..255), shape (n, 3, size, size), channels
-    first (RGB); ``.X`` is an empty (n, 0) float32 matrix and ``.uns["image"]`` records the
-    size, channels, dtype and source, as :func:`mmdyn_sc.pp.images_from_files` writes them.
-    ``obs_names`` are the file names without extension (``BloodImage_00001_1``; the same in
-    the modality and the MuData), in the order of ``index.csv`` (grouped by class).
+    :class:`~mudata.MuData`
+        One modality, ``"image"``, of n images (348 by default): its ``.obsm["image"]`` holds
+        them as ``uint8`` (0..255), shape (n, 3, size, size), channels first (RGB); ``.X`` is
+        an empty (n, 0) float32 matrix and ``.uns["image"]`` records the size, channels,
+        dtype and source, as :func:`mmdyn_sc.pp.images_from_files` writes them.
+        ``obs_names`` are the file names without extension (``BloodImage_00001_1``; the same
+        in the modality and the MuData), in the order of ``index.csv`` (grouped by class).
 
-    The modality's ``.obs`` has ``"cell_type"`` (categorical, the kept classes in
-    alphabetical order), ``"source_image"`` (the original BCCD frame, e.g.
-    ``BloodImage_00001.jpg``) and ``"image_path"`` (the file read). The global
-    ``mdata.obs`` has ``"cell_type"`` and ``"source_image"``, the same values.
-    ``mdata.uns["bccd_wbc"]`` records ``size``, ``min_cells``, ``dropped_classes`` and
-    ``dropped_counts`` (two arrays: the classes left out and their image counts), the source
-    ``repository`` and ``commit``; the dropped classes are also logged at INFO level.
+        The modality's ``.obs`` has ``"cell_type"`` (categorical, the kept classes in
+        alphabetical order), ``"source_image"`` (the original BCCD frame, e.g.
+        ``BloodImage_00001.jpg``) and ``"image_path"`` (the file read). The global
+        ``mdata.obs`` has ``"cell_type"`` and ``"source_image"``, the same values.
+        ``mdata.uns["bccd_wbc"]`` records ``size``, ``min_cells``, ``dropped_classes`` and
+        ``dropped_counts`` (two arrays: the classes left out and their image counts), the
+        source ``repository`` and ``commit``; the dropped classes are also logged at INFO
+        level.
 
     Raises
     ------

@@ -57,14 +57,14 @@ def synthetic(
 
     Returns
     -------
-    mdata
-        MuData with modalities ``"rna"`` (features ``gene_0 ...``; ``.X`` float32 CSR),
-        ``"prot"`` (``prot_0 ...``; dense float32) and, if ``noise_modality``, ``"noise"``
+    mdata : :class:`~mudata.MuData`
+        Modalities ``"rna"`` (features ``gene_0 ...``; ``.X`` float32 CSR), ``"prot"``
+        (``prot_0 ...``; dense float32) and, if ``noise_modality``, ``"noise"``
         (``noise_0 ...``; dense float32). ``.X`` holds non-negative integer-valued raw counts,
         and ``layers["counts"]`` a copy. Cells are named ``cell_0 ...``. Labels are in the
         global ``mdata.obs["cell_type"]`` (categorical, categories ``type_0 ...``).
-    truth
-        ``{"informative": {"rna": [...], "prot": [...]},
+    truth : dict
+        The ground truth: ``{"informative": {"rna": [...], "prot": [...]},
         "informative_by_class": {"rna": {"type_0": [...], ...}, "prot": {...}},
         "noisy_modality": "noise" or None, "labels_key": "cell_type"}``; feature lists hold
         ``var_names``, ``"informative"`` the union over classes in class order.

@@ -82,8 +82,10 @@ def attribution(
 
     Returns
     -------
-    With ``return_fig=True`` the :class:`~matplotlib.figure.Figure`; with ``show=False`` the
-    dict of Axes of :func:`scanpy.pl.matrixplot`; else ``None``.
+    dict, :class:`~matplotlib.figure.Figure` or None
+        With ``return_fig=True`` the Figure; else, when the plot is not shown (e.g.
+        ``show=False``), the dict of Axes of :func:`scanpy.pl.matrixplot`; ``None`` when it
+        is shown.
     """
     import scanpy as sc
 

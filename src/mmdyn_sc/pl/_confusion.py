@@ -96,7 +96,8 @@ def confusion(
 
     Returns
     -------
-    The Axes (or the Figure with ``return_fig=True``), unless shown.
+    :class:`~matplotlib.axes.Axes`, :class:`~matplotlib.figure.Figure` or None
+        The Axes, or the Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
     table = confusion_table(mdata, labels_key, key=key, split=split, normalize=normalize)
     values = table.to_numpy(dtype=float)

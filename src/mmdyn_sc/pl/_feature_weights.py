@@ -85,7 +85,8 @@ def feature_weights(
 
     Returns
     -------
-    The Axes (or the Figure with ``return_fig=True``), unless shown.
+    :class:`~matplotlib.axes.Axes`, :class:`~matplotlib.figure.Figure` or None
+        The Axes, or the Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
     record = fit_record(mdata, key)
     check_modality(mdata, modality)

@@ -210,9 +210,11 @@ def heatmaps(
 
     Returns
     -------
-    Side by side: the list of Axes, two per cell (image, then heat map), cell by cell, row
-    by row. With ``overlay=True``: the Axes of the panel (one cell) or the list of Axes of
-    the panels, row by row. The Figure with ``return_fig=True``; nothing when shown.
+    :class:`~matplotlib.axes.Axes`, list of Axes, :class:`~matplotlib.figure.Figure` or None
+        Side by side (the default), the list of Axes, two per cell (image, then heat map),
+        cell by cell, row by row. With ``overlay=True``, the Axes of the panel (one cell) or
+        the list of Axes of the panels, row by row. With ``return_fig=True``, the Figure;
+        ``None`` when the plot is shown.
 
     Raises
     ------

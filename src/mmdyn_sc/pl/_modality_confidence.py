@@ -75,7 +75,8 @@ def modality_confidence(
 
     Returns
     -------
-    The Axes (or the Figure with ``return_fig=True``), unless shown.
+    :class:`~matplotlib.axes.Axes`, :class:`~matplotlib.figure.Figure` or None
+        The Axes, or the Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
     if kind not in ("box", "violin"):
         raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}.")

@@ -63,7 +63,9 @@ def reliability(
 
     Returns
     -------
-    The two Axes (or the Figure with ``return_fig=True``), unless shown.
+    list of :class:`~matplotlib.axes.Axes`, :class:`~matplotlib.figure.Figure` or None
+        The two Axes ``[reliability, risk-coverage]``, or the Figure with
+        ``return_fig=True``; ``None`` when the plot is shown.
     """
     record = fit_record(mdata, key)
     labels = labels or record.get("labels_key")

@@ -52,8 +52,9 @@ def tcp_calibration(
 
     Returns
     -------
-    The Axes, a list of Axes with several panels, or the Figure with ``return_fig=True``;
-    nothing if shown.
+    :class:`~matplotlib.axes.Axes`, list of Axes, :class:`~matplotlib.figure.Figure` or None
+        The Axes (one panel) or the list of Axes (several panels, one per modality), or the
+        Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
     predicts_tcp = Key.obsm.tcp_predicted(key) in mdata.obsm
     source = Key.obsm.tcp_predicted(key) if predicts_tcp else Key.obsm.confidence(key)

@@ -52,8 +52,9 @@ def training_history(
 
     Returns
     -------
-    The Axes, ``[loss_axes, score_axes]`` with a score panel, or the Figure with
-    ``return_fig=True``; nothing if shown.
+    :class:`~matplotlib.axes.Axes`, list of Axes, :class:`~matplotlib.figure.Figure` or None
+        The Axes, or ``[loss_axes, score_axes]`` with a score panel, or the Figure with
+        ``return_fig=True``; ``None`` when the plot is shown.
     """
     history = history_arrays(mdata_or_model, key)
     if not history:

@@ -153,7 +153,8 @@ def _pad_to_square(image: np.ndarray, background: str = "border") -> np.ndarray:
 
     Returns
     -------
-    The (S, S, C) image, S = max(H, W); ``image`` itself if already square.
+    numpy.ndarray
+        The (S, S, C) image, S = max(H, W); ``image`` itself if already square.
     """
     _check_choice(background, BACKGROUNDS, "background")
     height, width = image.shape[:2]
@@ -220,13 +221,15 @@ def images_from_files(
 
     Returns
     -------
-    AnnData with ``n_obs = len(paths)``:
+    :class:`~anndata.AnnData`
+        The image modality, with ``n_obs = len(paths)``:
 
-    - ``.X``: an empty (n, 0) float32 matrix;
-    - ``.obs``: ``obs`` (or an empty frame named by file) plus ``"image_path"``, the path read;
-    - ``.obsm[obsm_key]``: images (n, channels, size, size) of ``dtype``;
-    - ``.uns["image"]``: ``{"size", "channels", "dtype", "source": "files", "obsm_key",
-      "background"}``.
+        - ``.X``: an empty (n, 0) float32 matrix;
+        - ``.obs``: ``obs`` (or an empty frame named by file) plus ``"image_path"``, the path
+          read;
+        - ``.obsm[obsm_key]``: images (n, channels, size, size) of ``dtype``;
+        - ``.uns["image"]``: ``{"size", "channels", "dtype", "source": "files", "obsm_key",
+          "background"}``.
 
     Raises
     ------
@@ -351,13 +354,14 @@ def crops_from_image(
 
     Returns
     -------
-    AnnData with one cell per centroid:
+    :class:`~anndata.AnnData`
+        The image modality, with one cell per centroid:
 
-    - ``.X``: an empty (n, 0) float32 matrix;
-    - ``.obs``: ``obs`` plus ``"centroid_row"``, ``"centroid_col"`` (as given) and
-      ``"crop_padded"`` (bool: part of the crop lay outside the image and is 0);
-    - ``.obsm[obsm_key]``: crops (n, C, size, size) of ``dtype``;
-    - ``.uns["image"]``: ``{"size", "channels", "dtype", "source": "crops", "obsm_key"}``.
+        - ``.X``: an empty (n, 0) float32 matrix;
+        - ``.obs``: ``obs`` plus ``"centroid_row"``, ``"centroid_col"`` (as given) and
+          ``"crop_padded"`` (bool: part of the crop lay outside the image and is 0);
+        - ``.obsm[obsm_key]``: crops (n, C, size, size) of ``dtype``;
+        - ``.uns["image"]``: ``{"size", "channels", "dtype", "source": "crops", "obsm_key"}``.
 
     Raises
     ------
@@ -553,17 +557,20 @@ def pair_images_by_label(
 
     Returns
     -------
-    A new MuData: copies of ``mdata``'s modalities, ``.obs`` and ``.uns``, plus
+    :class:`~mudata.MuData`
+        A new MuData: copies of ``mdata``'s modalities, ``.obs`` and ``.uns``, plus
 
-    - ``mod[modality]``: the paired cells (named as in ``mdata``, in its order) with
-      ``.obsm[obsm_key]`` their images (same dtype as ``images``, no float copy), an empty
-      ``.X`` and ``.obs`` columns ``"image_index"`` (row of ``images``), ``"image_name"``,
-      ``"image_label"`` and ``"image_path"`` (when ``images.obs`` has it);
-    - ``.uns["image_pairing"]``: ``seed``, ``mapping`` (``cell_types`` and
-      ``image_classes``, two arrays in the order of ``mapping``), ``modality``, ``labels_key``,
-      ``image_labels_key``, ``obsm_key``, ``grouped`` and, per paired cell (in the image
-      modality's order), ``cells``, ``source_index``, ``source_name`` and ``source_path``
-      (when known), and ``n_reused``, the draws of an image already drawn.
+        - ``mod[modality]``: the paired cells (named as in ``mdata``, in its order) with
+          ``.obsm[obsm_key]`` their images (same dtype as ``images``, no float copy), an
+          empty ``.X`` and ``.obs`` columns ``"image_index"`` (row of ``images``),
+          ``"image_name"``, ``"image_label"`` and ``"image_path"`` (when ``images.obs`` has
+          it);
+        - ``.uns["image_pairing"]``: ``seed``, ``mapping`` (``cell_types`` and
+          ``image_classes``, two arrays in the order of ``mapping``), ``modality``,
+          ``labels_key``, ``image_labels_key``, ``obsm_key``, ``grouped`` and, per paired
+          cell (in the image modality's order), ``cells``, ``source_index``, ``source_name``
+          and ``source_path`` (when known), and ``n_reused``, the draws of an image already
+          drawn.
 
     Raises
     ------

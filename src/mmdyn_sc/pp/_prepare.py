@@ -103,7 +103,9 @@ def prepare(
 
     Returns
     -------
-    ``None`` or the copy. Sets ``mdata[mod].layers[layer_added]`` (float32) for each modality.
+    :class:`~mudata.MuData` or None
+        The prepared copy with ``copy=True``, else ``None``. Sets
+        ``mdata[mod].layers[layer_added]`` (float32) for each modality.
 
     Raises
     ------

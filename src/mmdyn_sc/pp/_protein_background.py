@@ -95,9 +95,11 @@ def protein_background(
 
     Returns
     -------
-    ``None`` or the copy. Sets ``mdata[mod].layers[layer_added]`` (float32, cells x
-    proteins) and ``mdata[mod].uns["protein_background"]`` (``batch_key``, ``layer``,
-    ``batches``, and ``background``: per batch, the level subtracted from each protein).
+    :class:`~mudata.MuData` or None
+        The denoised copy with ``copy=True``, else ``None``. Sets
+        ``mdata[mod].layers[layer_added]`` (float32, cells x proteins) and
+        ``mdata[mod].uns["protein_background"]`` (``batch_key``, ``layer``, ``batches``,
+        and ``background``, per batch the level subtracted from each protein).
     """
     if mod not in mdata.mod:
         raise KeyError(f"No modality {mod!r}; modalities: {list(mdata.mod)}.")

@@ -156,10 +156,12 @@ def explain(
 
     Returns
     -------
-    AnnData, cells x the modality's features of the model: ``X`` the contributions
-    (float32; NaN rows for cells without the modality), ``obs["prediction"]`` (categorical,
-    the model's classes), ``obs["probability"]`` (of the predicted class),
-    ``obs["attribution_sum"]`` (sum of the row), ``uns["explain"]`` (how it was computed).
+    :class:`~anndata.AnnData`
+        Cells x the modality's features of the model. ``X`` holds the contributions
+        (float32; NaN rows for cells without the modality), ``obs["prediction"]`` the
+        predicted class (categorical, the model's classes), ``obs["probability"]`` its
+        probability, ``obs["attribution_sum"]`` the sum of the row and ``uns["explain"]``
+        how it was computed.
     """
     if not isinstance(model, MMDynamics):
         raise TypeError(f"model must be an MMDynamics, got {type(model).__name__}.")

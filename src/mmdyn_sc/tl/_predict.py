@@ -83,14 +83,15 @@ def predict(
 
     Returns
     -------
-    ``None``, or the annotated copy with ``copy=True``. Writes the same keys as
-    :func:`mmdyn_sc.tl.fit`, with ``obs[f"{key_added}_split"] = "query"`` for every cell;
-    ``obsm[f"{key_added}_tcp_true"]`` is filled where the query has the model's labels
-    column with known classes. ``uns[key_added]`` describes the model, plus ``metrics`` on
-    labelled query cells: ``query`` (cells of the model's classes) and ``query_all`` (every
-    labelled cell; a cell of a class the model never saw is right only when called
-    ``Unknown``; with ``n_labelled`` and ``n_unseen_class``), and ``certainty`` with the
-    same calibration diagnostics on them.
+    :class:`~mudata.MuData` or None
+        The annotated copy with ``copy=True``, else ``None``. Writes the same keys as
+        :func:`mmdyn_sc.tl.fit`, with ``obs[f"{key_added}_split"] = "query"`` for every
+        cell; ``obsm[f"{key_added}_tcp_true"]`` is filled where the query has the model's
+        labels column with known classes. ``uns[key_added]`` describes the model, plus
+        ``metrics`` on labelled query cells (``query``, the cells of the model's classes,
+        and ``query_all``, every labelled cell, where a cell of a class the model never saw
+        is right only when called ``Unknown``, with ``n_labelled`` and ``n_unseen_class``)
+        and ``certainty`` with the same calibration diagnostics on them.
     """
     _check_key(key_added)
     check_attribution_options(attribution, attribution_cells)

@@ -45,18 +45,17 @@ def rank_features(
 
     Returns
     -------
-    ``None``. Writes
-
-    ``mdata[modality].uns[key_added]``
+    None
+        Writes ``mdata[modality].uns[key_added]``, in ``rank_genes_groups``' layout:
         ``names`` and ``scores`` (record arrays, one field per class, best first),
-        ``logfoldchanges``, ``pvals`` and ``pvals_adj`` (NaN: this is not a test; a
+        ``logfoldchanges``, ``pvals`` and ``pvals_adj`` (NaN, as this is not a test; a
         ``pval_cutoff`` in :func:`scanpy.get.rank_genes_groups_df` keeps nothing), and
         ``params`` with ``groupby`` (the column below), ``reference="rest"``,
-        ``method=f"mmdyn_{values}"``, ``use_raw=False``.
-    ``mdata[modality].obs[f"{key}_prediction"]``
-        The predicted class (a copy of ``mdata.obs[f"{key}_prediction"]`` for the
-        modality's cells), with ``/`` in class names written as ``_`` as in the fit's
-        ``obsm`` and ``varm`` columns (``rank_genes_groups`` uses the names as field names).
+        ``method=f"mmdyn_{values}"``, ``use_raw=False``. Also writes
+        ``mdata[modality].obs[f"{key}_prediction"]``, the predicted class (a copy of
+        ``mdata.obs[f"{key}_prediction"]`` for the modality's cells) with ``/`` in class
+        names written as ``_`` as in the fit's ``obsm`` and ``varm`` columns
+        (``rank_genes_groups`` uses the names as field names).
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}.")
