@@ -28,7 +28,12 @@ SPLIT_CATEGORIES = [SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_UNLABELED, SPLIT_QUERY,
 
 
 class Key:
-    """Names of the entries written by :func:`mmdyn_sc.tl.fit` and :func:`mmdyn_sc.tl.predict`."""
+    """Names of the entries written by :func:`mmdyn_sc.tl.fit` and :func:`mmdyn_sc.tl.predict`.
+
+    One nested class per place in the MuData; each of their functions takes ``key``, the
+    fit's ``key_added`` (default ``"mmdyn"``), and returns the name of one entry, e.g.
+    ``mdata.obs[mmdyn_sc.Key.obs.prediction()]`` is ``mdata.obs["mmdyn_prediction"]``.
+    """
 
     class obs:
         """Columns of ``mdata.obs``."""
@@ -64,8 +69,8 @@ class Key:
         def proba(key: str = DEFAULT_KEY) -> str:
             """Fused class probabilities, DataFrame cells x classes.
 
-            Columns in the order of ``uns[key]["classes"]``, named by
-            :func:`mmdyn_sc._names.safe_names` (``"/"`` -> ``"_"``).
+            Columns in the order of ``uns[key]["classes"]``, named by the classes with
+            each ``"/"`` written as ``"_"`` (so that the h5mu file can be written).
             """
             return f"{key}_proba"
 

@@ -10,7 +10,11 @@ DATA_DIR_ENV = "MMDYN_SC_DATA_DIR"
 
 
 class _Settings:
-    """Package-wide settings (``mmdyn_sc.settings``)."""
+    """Package-wide settings (``mmdyn_sc.settings`` is the one instance of this class).
+
+    Set an attribute to change a setting for the session, e.g.
+    ``mmdyn_sc.settings.data_dir = "~/data"``.
+    """
 
     def __init__(self) -> None:
         self._data_dir: Path | None = None
@@ -20,7 +24,8 @@ class _Settings:
         """Directory searched first for local dataset copies, and where downloads are cached.
 
         Order: a value set here, then the environment variable ``MMDYN_SC_DATA_DIR``, then
-        ``~/.cache/mmdyn_sc``.
+        ``~/.cache/mmdyn_sc``. Set it to a path (a string or path-like; ``~`` is expanded),
+        or to ``None`` to go back to the environment variable and the default.
         """
         if self._data_dir is not None:
             return self._data_dir

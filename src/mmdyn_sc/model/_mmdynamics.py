@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch import LightningDataModule
 from mudata import MuData
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
@@ -60,54 +61,57 @@ class MMDynamics(BaseModelClass):
     mdata
         MuData set up with :meth:`setup_mudata`.
     n_hidden
-        Latent size, one int for all modalities or a dict per modality (original: 1000).
+        Latent size of each modality's encoder, one int for all modalities or a dict per
+        modality (256; recipe ``"paper"``: 1000, the original's).
     dropout
-        Dropout rate after each encoder (original: 0.5).
+        Dropout rate after each encoder (0.5, as in the original and recipe ``"paper"``).
     feature_informativeness
-        Feature gates (FI) on. Off: no gate and no sparsity term.
+        Feature gates (FI) on (``True``). Off: no gate and no sparsity term.
     modality_informativeness
-        Confidence scaling (MI) on. Off: no scaling and no confidence term. Both off is
-        MM static.
+        Confidence scaling (MI) on (``True``). Off: no scaling and no confidence term. Both
+        off is MM static.
     feature_scaling
-        ``"standard"`` (default), ``"minmax"`` (the study's) or ``None``: per-feature
-        scaling fitted on the training cells when :meth:`train` runs, stored in the model and
-        reapplied to new data. An image modality is scaled per channel (every pixel a value
-        of its channel).
+        ``"standard"`` (default), ``"minmax"`` (the study's, recipe ``"paper"``) or
+        ``None``: per-feature scaling fitted on the training cells when :meth:`train` runs,
+        stored in the model and reapplied to new data. An image modality is scaled per
+        channel (every pixel a value of its channel).
     feature_clip
         5 (default), ``None`` (no clipping, as in the original), or c > 0 with
         ``feature_scaling="standard"``: z-scores of tabular modalities are clipped to
         ``[-c, c]`` (as ``scanpy.pp.scale(max_value=c)``, on both sides), so that a gene
         expressed in a few cells does not feed the encoder values of 10 or more. Images are
-        not clipped. 5 was chosen on validation cells
+        not clipped. Recipe ``"paper"``: ``None``. 5 was chosen on validation cells
         (``benchmarks/results/pbmc10k_tune.md``).
     class_weights
         ``"balanced"`` (default: cross-entropy weighted by inverse class frequency of the
-        training cells) or ``None`` (unweighted, as in the original).
+        training cells) or ``None`` (unweighted, as in the original and recipe
+        ``"paper"``).
     loss_weights
         Weights of the loss terms ``fused``, ``sparsity``, ``confidence``, ``modality``
-        (default 1 each, as in the original).
+        (``None``, the default: 1 each, as in the original; a dict sets the terms it names,
+        e.g. ``{"sparsity": 0.5}``).
     confidence
         How MI weighs each modality per cell (see :class:`~mmdyn_sc.module.MMDynamicsModule`):
-        ``"tcp"`` (the original unbounded TCP regression), ``"tcp_calibrated"`` (bounded,
-        detached target and input, learnt on held-out calibration cells: see
-        ``calibration_size`` in :meth:`train`), ``"energy"`` (default: QMF energy score) or
-        ``"pdf"`` (Predictive Dynamic Fusion).
+        ``"tcp"`` (the original unbounded TCP regression, recipe ``"paper"``),
+        ``"tcp_calibrated"`` (bounded, detached target and input, learnt on held-out
+        calibration cells: see ``calibration_size`` in :meth:`train`), ``"energy"``
+        (default: QMF energy score) or ``"pdf"`` (Predictive Dynamic Fusion).
     modality_dropout
         Probability of hiding each of a cell's modalities from the fusion during training
         (never all), so that the model predicts well when a modality is absent (default 0.3;
-        the original: 0).
+        the original and recipe ``"paper"``: 0).
     gate_rank
-        Rank of the feature gates: ``None`` (the full d x d gate of the original), one int
-        for every modality with more features than that (the others keep the full gate),
-        a dict per modality (modalities not named keep the full gate; a named rank must
-        be below the modality's feature count), or ``"auto"`` (the default): rank
-        64 for modalities with at least 2000 features, the full gate below (no loss of
-        macro F1 at 2000 genes, 4x faster fits: ``benchmarks/results/gate_rank.md``). A
-        rank r gives the low-rank gate
+        Rank of the feature gates: ``None`` (the full d x d gate of the original, recipe
+        ``"paper"``), one int for every modality with more features than that (the others
+        keep the full gate), a dict per modality (modalities not named keep the full gate;
+        a named rank must be below the modality's feature count), or ``"auto"`` (the
+        default): rank 64 for modalities with at least 2000 features, the full gate below
+        (no loss of macro F1 at 2000 genes, 4x faster fits:
+        ``benchmarks/results/gate_rank.md``). A rank r gives the low-rank gate
         ``sigmoid(B (A x))`` with ``A`` d -> r and ``B`` r -> d: O(d r) parameters instead
         of O(d^2), for modalities with thousands of features. Ignored without FI.
     image_options
-        Options of the image branches (image MM dynamics, see
+        ``None`` (the default) or options of the image branches (image MM dynamics, see
         :class:`~mmdyn_sc.module.ImageBranch`), defaults in
         :data:`~mmdyn_sc.module.DEFAULT_IMAGE_OPTIONS`: ``patch_size`` (8: an 8 x 8 heatmap
         grid on 64 x 64 images), ``encoder_depth`` and ``encoder_width`` (the study's CNN: 2
@@ -347,16 +351,27 @@ class MMDynamics(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Number of passes over the training cells.
-        lr, weight_decay
-            Adam's learning rate and weight decay.
-        lr_step_size, lr_gamma
-            StepLR schedule in epochs; ``None`` keeps the learning rate constant.
+            Most passes over the training cells (200; recipe ``"paper"``: 1000, all of them
+            run as it has no early stopping).
+        lr
+            Adam's learning rate (``1e-3``; recipe ``"paper"``: ``1e-4``).
+        weight_decay
+            Adam's weight decay (``1e-4``, as in recipe ``"paper"``).
+        lr_step_size
+            Epochs between the steps of a StepLR learning-rate schedule, each multiplying
+            the learning rate by ``lr_gamma``; ``None`` (the default) keeps the learning
+            rate constant (recipe ``"paper"``: 500).
+        lr_gamma
+            Factor by which StepLR multiplies the learning rate every ``lr_step_size``
+            epochs (0.2, as in recipe ``"paper"``); unused while ``lr_step_size`` is
+            ``None``.
         batch_size
-            Cells per minibatch; ``None`` trains on every training cell in every step.
+            Cells per minibatch (128); ``None`` trains on every training cell in every step
+            (full batch, recipe ``"paper"``).
         train_size
-            Fraction of each class's labelled cells used for training; 1.0 leaves no
-            validation cells (then early stopping watches the training loss).
+            Fraction of each class's labelled cells used for training (0.9); 1.0 (recipe
+            ``"paper"``) leaves no validation cells (then early stopping watches the
+            training loss and the certainty is not calibrated).
         calibration_size
             ``confidence="tcp_calibrated"`` with MI only: fraction of each class's training
             cells held out as calibration cells (seeded, at least one cell of a class stays
@@ -365,12 +380,27 @@ class MMDynamics(BaseModelClass):
             other term sees them. Kept in ``calibration_indices`` (a subset of
             ``train_indices``). 0 trains the heads on the training cells' own TCP instead.
             Ignored by the other options.
-        early_stopping, early_stopping_patience, early_stopping_monitor
-            Stop when the monitored metric has not improved for that many epochs.
+        early_stopping
+            Stop training when ``early_stopping_monitor`` has not improved for
+            ``early_stopping_patience`` epochs (``True``; recipe ``"paper"``: ``False``,
+            every one of ``max_epochs`` runs). Off under DDP (scvi-tools).
+        early_stopping_patience
+            Epochs without improvement of the monitored metric after which training stops
+            (20).
+        early_stopping_monitor
+            Logged metric that early stopping watches (``"validation_loss"``, lower is
+            better; a metric named with ``f1`` or ``accuracy`` is maximised instead); the
+            metrics are listed in :class:`~mmdyn_sc.model.MMDynamicsTrainingPlan`. Without
+            validation cells, its ``train`` counterpart is watched.
         seed
-            Seeds the split, minibatch order and dropout (``None``: leave the global state).
-        accelerator, devices
-            Passed to Lightning.
+            Seeds the split, minibatch order and dropout (0; ``None``: leave the global
+            state).
+        accelerator
+            Lightning's accelerator: ``"auto"`` (the default: a GPU when there is one),
+            ``"cpu"``, ``"gpu"``, ...
+        devices
+            Lightning's devices for the accelerator: ``"auto"`` (the default), a number of
+            devices (e.g. ``4``, with ``strategy="ddp"``) or a list of device indices.
         checkpoint_dir
             Directory for Lightning checkpoints (``last.ckpt`` and the latest
             ``epochNNNN.ckpt``), written every ``checkpoint_every_n_epochs`` epochs. A
@@ -382,8 +412,11 @@ class MMDynamics(BaseModelClass):
             Continue from ``checkpoint_dir/last.ckpt`` when it exists (else start afresh): the
             fit ends exactly as an uninterrupted one with the same data and settings would. A
             checkpoint written with other settings or data raises ``ValueError``.
-        datasplitter_kwargs, plan_kwargs
-            Extra arguments for :class:`~scvi.dataloaders.DataSplitter` and
+        datasplitter_kwargs
+            Extra arguments for scvi-tools' :class:`~scvi.dataloaders.DataSplitter`, which
+            makes the training and validation loaders (e.g. ``{"pin_memory": True}``).
+        plan_kwargs
+            Extra arguments for the training plan,
             :class:`~mmdyn_sc.model.MMDynamicsTrainingPlan`.
         train_only_cells
             Integer indices of labelled cells that are always trained on and never validated
@@ -634,6 +667,64 @@ class MMDynamics(BaseModelClass):
         return _results.informativeness(result, m)
 
     # ------------------------------------------------------------------ save / load
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_kwargs: dict | None = None,
+        legacy_mudata_format: bool = False,
+        datamodule: LightningDataModule | None = None,
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the trained model into ``dir_path``, for :meth:`~mmdyn_sc.MMDynamics.load`.
+
+        scvi-tools' save writes one file, ``dir_path/model.pt``: the network's weights
+        (with the fitted feature scaling), the options the model was built with, the
+        registration of :meth:`setup_mudata` (modalities, layers, features, classes, image
+        modalities) and the model's other attributes ending in ``_`` (e.g. the training
+        options, the certainty calibration and the version of mmdyn_sc). The data are not
+        saved (``save_anndata=False``, the default). ``MMDynamics.load(dir_path, mdata)``
+        reads it back onto a MuData with the model's modalities and features.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write into. It must not exist yet, unless ``overwrite=True``.
+        prefix
+            Prepended to the file names (``f"{prefix}model.pt"``). :meth:`load` reads
+            ``model.pt`` only: keep the default ``None`` for a model it should load.
+        overwrite
+            ``True``: write into an existing ``dir_path``, replacing its ``model.pt`` (other
+            files are left there). ``False`` (the default): an existing ``dir_path`` raises
+            ``ValueError``.
+        save_anndata
+            ``True``: also write the model's own aligned copy of the training data (every
+            modality aligned to the cells, as :meth:`setup_mudata` built it) into the folder
+            as ``mdata.h5mu``; :meth:`load` does not read it. ``False`` by default.
+        save_kwargs
+            Keyword arguments for :func:`torch.save`.
+        legacy_mudata_format
+            ``True``: store the feature names as one flat array over all modalities
+            (scvi-tools' legacy layout) instead of one array per modality (``False``).
+        datamodule
+            For models set up on a Lightning data module in scvi-tools; unused by
+            :class:`MMDynamics`, which is set up on a MuData (``None``).
+        **anndata_write_kwargs
+            With ``save_anndata=True``: passed to the MuData's ``write``.
+
+        Examples
+        --------
+        >>> model.save("model", overwrite=True)
+        >>> model = MMDynamics.load("model", mdata)
+        """
+        super().save(
+            dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata,
+            save_kwargs=save_kwargs, legacy_mudata_format=legacy_mudata_format,
+            datamodule=datamodule, **anndata_write_kwargs,
+        )
+
     @classmethod
     def load(
         cls,

@@ -43,7 +43,8 @@ TRAIN_OPTIONS = ("max_epochs", "lr", "weight_decay", "lr_step_size", "lr_gamma",
 #: weighs modalities by the energy score with modality dropout 0.3: of the MM dynamics
 #: variants in benchmarks/ablations.py it has the best mean validation macro F1 over the
 #: BMMC and pbmc10k runs (validation cells of the training data, never test cells).
-#: Read-only: pass options to :func:`mmdyn_sc.tl.fit` to change them for one fit.
+#: Read-only: pass options to :func:`mmdyn_sc.tl.fit` to change them for one fit. docs/api.md
+#: lists them as a table, which tests/test_docs_recipes.py checks against this mapping.
 RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "default": MappingProxyType({
         "n_hidden": 256,

@@ -42,7 +42,18 @@ from ._transductive import (
     transductive_record,
 )
 
-_UNSET = object()
+
+class _FromRecipe:
+    """Default of the options that :func:`fit` takes from its ``recipe`` when not given."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # what the signature in the docs and help() show
+        return "<recipe>"
+
+
+#: Marks an option not given to :func:`fit`: its value comes from ``RECIPES[recipe]``.
+_UNSET = _FromRecipe()
 
 
 def _check_key(key_added: str) -> None:
@@ -150,12 +161,30 @@ def fit(
         scanpy's ``copy=True`` does (``mdata`` is left as it was; the model is not kept).
     recipe
         ``"default"`` (the defaults of :class:`~mmdyn_sc.MMDynamics` too) or ``"paper"``
-        (the original MM dynamics recipe exactly); both are listed in
-        :data:`mmdyn_sc.tl.RECIPES`. Options given explicitly override the recipe.
-    feature_informativeness, modality_informativeness
-        The FI and MI switches; both off is MM static.
-    n_hidden, dropout, feature_scaling, class_weights, loss_weights
-        Model options, see :class:`~mmdyn_sc.MMDynamics`.
+        (the original MM dynamics recipe exactly); both are listed, option by option, in
+        :data:`mmdyn_sc.tl.RECIPES`. The options whose default reads ``<recipe>`` take their
+        value from it; each of them below names its value in both recipes. Options given
+        explicitly override the recipe.
+    feature_informativeness
+        Feature informativeness (FI): a learnt gate in (0, 1) per feature of every tabular
+        modality (a patch gate for image modalities) and its sparsity term in the loss.
+        ``False``: no gate and no sparsity term. ``True`` in both recipes.
+    modality_informativeness
+        Modality informativeness (MI): each modality's latent is scaled per cell by its
+        confidence (see ``confidence``), learnt with a confidence term in the loss.
+        ``False``: no scaling and no confidence term. ``True`` in both recipes; with
+        ``feature_informativeness=False`` too, the model is MM static.
+    n_hidden
+        Latent size of each modality's encoder: one int for all modalities or a dict per
+        modality (256 in recipe ``"default"``, 1000 in ``"paper"``, the original's). See
+        :class:`~mmdyn_sc.MMDynamics`.
+    dropout
+        Dropout rate after each encoder (0.5 in both recipes).
+    feature_scaling
+        Per-feature scaling fitted on the training cells, stored in the model and reapplied
+        to new data: ``"standard"`` (z-scores, recipe ``"default"``), ``"minmax"`` (the
+        original's, recipe ``"paper"``) or ``None`` (none). An image modality is scaled per
+        channel. See :class:`~mmdyn_sc.MMDynamics`.
     feature_clip
         Clip the z-scored inputs of tabular modalities to ``[-feature_clip, feature_clip]``
         (5 in recipe ``"default"``, chosen on validation cells:
@@ -185,6 +214,15 @@ def fit(
         the same per-feature gate in (0, 1) with O(d r) instead of O(d^2) parameters, for
         modalities with thousands of features (e.g. ``gate_rank={"rna": 64}``). A rank
         named in a dict must be below the modality's feature count.
+    class_weights
+        ``"balanced"`` (recipe ``"default"``: the cross-entropy weighted by the inverse class
+        frequency of the training cells) or ``None`` (unweighted, recipe ``"paper"``, as in
+        the original).
+    loss_weights
+        Weights of the loss terms ``"fused"``, ``"sparsity"``, ``"confidence"`` and
+        ``"modality"``, e.g. ``{"sparsity": 0.5}`` (terms not named keep 1). ``None``, the
+        default in both recipes: 1 each, as in the original. See
+        :class:`~mmdyn_sc.MMDynamics`.
     image_key
         A modality whose ``.obsm`` holds this key is an image modality (image MM dynamics):
         an array (n_cells, channels, S, S) of ``uint8`` or float in [0, 1], e.g. from
@@ -196,11 +234,37 @@ def fit(
         heatmap on 64 x 64 images). ``recipe="paper"`` trains the patch gate from the
         first step as the study did (``gate_warmup=0``); names given here override the
         recipe's.
-    max_epochs, lr, weight_decay, lr_step_size, lr_gamma, batch_size, train_size, early_stopping
-        Training options, see :meth:`~mmdyn_sc.MMDynamics.train` (``batch_size=None``:
-        full batch). With an image modality, the ``"default"`` recipe's batch size is 32
-        (128 without): at 128 a few hundred images give too few steps for the image
-        encoder to learn before the patch gate starts training.
+    max_epochs
+        Number of passes over the training cells: at most 200 in recipe ``"default"``
+        (early stopping usually ends the fit sooner), exactly 1000 in ``"paper"``. See
+        :meth:`~mmdyn_sc.MMDynamics.train`.
+    lr
+        Adam's learning rate (``1e-3`` in recipe ``"default"``, ``1e-4`` in ``"paper"``).
+    weight_decay
+        Adam's weight decay (``1e-4`` in both recipes).
+    lr_step_size
+        Epochs between the steps of a StepLR learning-rate schedule, each multiplying the
+        learning rate by ``lr_gamma``; ``None`` keeps the learning rate constant (``None``
+        in recipe ``"default"``, 500 in ``"paper"``).
+    lr_gamma
+        Factor by which the StepLR schedule multiplies the learning rate every
+        ``lr_step_size`` epochs (0.2 in both recipes; unused while ``lr_step_size`` is
+        ``None``).
+    batch_size
+        Cells per minibatch; ``None`` trains on every training cell in every step (full
+        batch, recipe ``"paper"``). 128 in recipe ``"default"``, 32 there when the model has
+        an image modality and ``batch_size`` is not given: at 128 a few hundred images give
+        too few steps for the image encoder to learn before the patch gate starts training.
+    train_size
+        Fraction of each class's labelled cells used for training; the others are the
+        validation cells of early stopping and of the certainty calibration (0.9 in recipe
+        ``"default"``; 1.0 in ``"paper"``: no validation cells, so the certainty is
+        uncalibrated).
+    early_stopping
+        Stop when the validation loss has not improved for ``early_stopping_patience``
+        epochs (20; it and ``early_stopping_monitor`` can be passed to
+        :meth:`~mmdyn_sc.MMDynamics.train` through ``**train_kwargs``). ``True`` in recipe
+        ``"default"``, ``False`` in ``"paper"`` (the fit runs ``max_epochs``).
     seed
         Seeds weight initialisation, the train/validation split, minibatches and dropout,
         locally: the global torch, NumPy and Python random states are the same after the
@@ -208,12 +272,17 @@ def fit(
         Same seed, data and settings on the same machine and the same number of torch
         threads (:func:`torch.get_num_threads`; float sums depend on it): bit-identical
         weights and predictions on CPU, in one process or across processes.
-    checkpoint_dir, checkpoint_every_n_epochs, resume
-        Write a Lightning checkpoint (weights, optimizer, schedule, early stopping,
-        random-number states, history) every ``checkpoint_every_n_epochs`` epochs into
-        ``checkpoint_dir``; with ``resume=True`` an interrupted fit continues from its last
-        checkpoint and ends with the predictions of an uninterrupted fit. See
+    checkpoint_dir
+        Folder into which a Lightning checkpoint (weights, optimizer, schedule, early
+        stopping, random-number states, history) is written every
+        ``checkpoint_every_n_epochs`` epochs; ``None`` (the default): no checkpoints. See
         :meth:`~mmdyn_sc.MMDynamics.train`.
+    checkpoint_every_n_epochs
+        Epochs between two checkpoints into ``checkpoint_dir`` (10 by default).
+    resume
+        With ``checkpoint_dir``: continue an interrupted fit from its last checkpoint (a
+        fresh start when there is none); it ends with the predictions of an uninterrupted
+        fit. ``False`` by default.
     attribution
         Compute the per-class feature attribution after training (``varm`` keys below) on
         at most ``attribution_cells`` training cells per predicted class (200 by default;
@@ -221,7 +290,8 @@ def fit(
         attribution of every imaged cell (``obsm`` key below). It costs 16 forward and
         backward passes per attributed cell; ``False`` skips it.
     attribution_cells
-        See ``attribution``.
+        Most training cells per predicted class whose attribution is computed when
+        ``attribution=True`` (200 by default; a random sample, the same for the same seed).
     transductive
         Let the cells without a label (the query, put into ``mdata`` with a missing label)
         shape the model, by pseudo-labels: a first fit on the labelled cells predicts
@@ -238,7 +308,9 @@ def fit(
         against totalVI, scANVI, CellTypist and a logistic regression. Not available with
         ``checkpoint_dir`` or a DDP strategy.
     pseudo_label_fraction
-        See ``transductive`` (0.5 by default).
+        With ``transductive=True``: the fraction, in (0, 1], of each predicted class's
+        unlabelled cells (those with the highest certainty) that get the class as their
+        pseudo-label (0.5 by default).
     **train_kwargs
         Passed to :meth:`~mmdyn_sc.MMDynamics.train` and on to Lightning (e.g.
         ``enable_progress_bar=False``, ``accelerator="gpu"``, ``devices=4``,
@@ -246,98 +318,99 @@ def fit(
 
     Returns
     -------
-    The trained model (with ``copy=True``, the annotated copy instead). It sets
+    :class:`~mmdyn_sc.MMDynamics` or :class:`~mudata.MuData`
+        The trained model (with ``copy=True``, the annotated copy instead). It sets:
 
-    ``mdata.obs[f"{key_added}_prediction"]``
-        Predicted class (categorical).
-    ``mdata.obs[f"{key_added}_certainty"]``
-        Probability that the predicted class is right: the highest class probability
-        calibrated on the validation cells (temperature scaling), lowered where the
-        modalities' own classifiers prefer another class and where the cell's fused latent is
-        far from every class (cells of a type the model never saw); measured in
-        ``benchmarks/results/confidence.md``. Uncalibrated without validation cells.
-    ``mdata.obs[f"{key_added}_split"]``
-        ``train`` / ``validation`` / ``unlabeled`` (categorical); ``calibration`` for the
-        training cells that only the confidence heads of ``"tcp_calibrated"`` learn from
-        (see ``calibration_size`` of :meth:`~mmdyn_sc.MMDynamics.train`);
-        ``pseudo_labeled`` for the unlabelled cells a transductive fit trained on.
-    ``mdata.obs[f"{key_added}_training_label"]``
-        With ``transductive=True``: the label each cell was trained on, categorical (the
-        user's label, the pseudo-label, or missing); the model is registered with this
-        column.
-    ``mdata.obsm[f"{key_added}_proba"]``
-        Fused class probabilities, DataFrame cells x classes (columns in the order of
-        ``uns[key_added]["classes"]``, each ``/`` written as ``_`` so that the h5mu file can
-        be written: ``MK/E prog`` becomes ``MK_E prog``).
-    ``mdata.obsm[f"{key_added}_confidence"]``
-        Confidence given to each modality per cell, DataFrame cells x modalities, NaN where
-        the cell lacks the modality: the predicted TCP (``"tcp"``: unbounded;
-        ``"tcp_calibrated"``: in (0, 1)), the modality's share of the fusion weight over
-        the modalities the cell has (``"energy"``, ``"pdf"``; rows sum to 1), or 1 without
-        MI.
-    ``mdata.obsm[f"{key_added}_modality_certainty"]``
-        Per cell and modality, the probability that the modality's own classifier is right
-        (its highest class probability calibrated on the validation cells), DataFrame cells
-        x modalities, NaN where the cell lacks the modality. ``obsm[f"{key_added}_confidence"]``
-        stays the weight the fusion used.
-    ``mdata.obsm[f"{key_added}_tcp_predicted"]``
-        Predicted TCP per cell and modality (``"tcp"``, ``"tcp_calibrated"`` and ``"pdf"``,
-        whose mono-confidence predicts it); absent for the other options.
-    ``mdata.obsm[f"{key_added}_tcp_true"]``
-        True class probability of each modality's own classifier, labelled cells only (NaN
-        elsewhere), DataFrame cells x modalities.
-    ``mdata.obsm[f"{key_added}_latent"]``
-        Fused latent (cells x sum of hidden sizes), for ``sc.pp.neighbors(use_rep=...)``.
-    ``mdata[mod].varm[f"{key_added}_feature_weights"]``
-        Mean gate value per feature over the cells predicted as each class, DataFrame
-        features x classes (NaN for features the model does not use; 1 without FI;
-        columns named as in ``obsm[f"{key_added}_proba"]``).
-    ``mdata[mod].var[f"{key_added}_informativeness"]``
-        Mean gate value per feature over all cells that have the modality.
-    ``mdata[mod].varm[f"{key_added}_attribution"]``
-        The package's explanation: per tabular modality, how much each feature's value
-        raises the log probability of each class, DataFrame features x classes (columns as
-        in ``obsm[f"{key_added}_proba"]``; NaN for a class no attributed cell was predicted
-        as). Integrated gradients of the log probability of a cell's predicted class, from
-        the training mean of the input to the cell, averaged over the training cells
-        predicted as the class, then credited to the features correlated with each feature
-        (Pearson ``|r| >= 0.5``), so that every one of several redundant markers shows. Rank a
-        class's column for its markers (:func:`mmdyn_sc.tl.rank_features`,
-        :func:`mmdyn_sc.pl.attribution`). Chosen by measurement against Wilcoxon tests,
-        regression coefficients and the gate values: ``benchmarks/results/explain.md``.
-    ``mdata[mod].varm[f"{key_added}_attribution_direct"]``
-        The same mean attribution without the credit to correlated features: what the
-        network itself responds to (deleting a class's top features costs it more recall).
-    ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
-        Image modalities, with FI: the patch gate of every imaged cell, float32 array
-        (cells of the image modality, grid, grid) in [0, 1], grid = image side /
-        ``patch_size``; nearest upsampling by ``patch_size`` gives the factor each pixel of
-        every channel was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
-    ``mdata[image_mod].obsm[f"{key_added}_attribution"]``
-        Image modalities, with ``attribution``: the patch attribution of every imaged cell,
-        float32 (cells of the image modality, grid, grid): integrated gradients of the log
-        probability of the cell's predicted class from an image of the training mean
-        colour, summed over each patch's pixels and channels (positive: evidence for the
-        prediction). ``pl.heatmaps(values="attribution")`` draws it; it localises on the
-        nucleus of white blood cells better than the gate (``benchmarks/results/images.md``).
-    ``mdata.uns[key_added]``
-        dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
-        ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per
-        logged metric, index = epoch), ``images`` (image modalities only: per modality
-        ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size``, and
-        ``heatmap`` and ``attribution``, whether each was written), ``attribution`` (how the
-        attribution was computed, and ``n_cells`` per modality and class), ``certainty``
-        (the temperatures, where they were fitted, and ``diagnostics`` on the validation
-        cells: ``ece``, ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``,
-        ``n_cells``, labelled in-sample or cross-fitted), ``metrics`` (accuracy, F1 and
-        balanced accuracy per split of the labelled cells), ``transductive`` (with
-        ``transductive=True``: ``method``, ``pseudo_label_fraction``, ``n_unlabeled``,
-        ``n_pseudo_labeled``, ``pseudo_labeled_per_class``, ``training_label_key``,
-        ``first_fit_epochs``), ``confidence`` (the option and,
-        per modality on validation cells only, ``relative_error`` of the predicted TCP,
-        ``mean |t^ - t| / mean t``, ``"n/a"`` for options that do not predict TCP,
-        ``spearman`` of confidence with the true TCP, and ``n_cells``), ``recipe``,
-        ``key_added``. ``None`` values are stored as ``"none"``.
+        ``mdata.obs[f"{key_added}_prediction"]``
+            Predicted class (categorical).
+        ``mdata.obs[f"{key_added}_certainty"]``
+            Probability that the predicted class is right: the highest class probability
+            calibrated on the validation cells (temperature scaling), lowered where the
+            modalities' own classifiers prefer another class and where the cell's fused latent is
+            far from every class (cells of a type the model never saw); measured in
+            ``benchmarks/results/confidence.md``. Uncalibrated without validation cells.
+        ``mdata.obs[f"{key_added}_split"]``
+            ``train`` / ``validation`` / ``unlabeled`` (categorical); ``calibration`` for the
+            training cells that only the confidence heads of ``"tcp_calibrated"`` learn from
+            (see ``calibration_size`` of :meth:`~mmdyn_sc.MMDynamics.train`);
+            ``pseudo_labeled`` for the unlabelled cells a transductive fit trained on.
+        ``mdata.obs[f"{key_added}_training_label"]``
+            With ``transductive=True``: the label each cell was trained on, categorical (the
+            user's label, the pseudo-label, or missing); the model is registered with this
+            column.
+        ``mdata.obsm[f"{key_added}_proba"]``
+            Fused class probabilities, DataFrame cells x classes (columns in the order of
+            ``uns[key_added]["classes"]``, each ``/`` written as ``_`` so that the h5mu file can
+            be written: ``MK/E prog`` becomes ``MK_E prog``).
+        ``mdata.obsm[f"{key_added}_confidence"]``
+            Confidence given to each modality per cell, DataFrame cells x modalities, NaN where
+            the cell lacks the modality: the predicted TCP (``"tcp"``: unbounded;
+            ``"tcp_calibrated"``: in (0, 1)), the modality's share of the fusion weight over
+            the modalities the cell has (``"energy"``, ``"pdf"``; rows sum to 1), or 1 without
+            MI.
+        ``mdata.obsm[f"{key_added}_modality_certainty"]``
+            Per cell and modality, the probability that the modality's own classifier is right
+            (its highest class probability calibrated on the validation cells), DataFrame cells
+            x modalities, NaN where the cell lacks the modality. ``obsm[f"{key_added}_confidence"]``
+            stays the weight the fusion used.
+        ``mdata.obsm[f"{key_added}_tcp_predicted"]``
+            Predicted TCP per cell and modality (``"tcp"``, ``"tcp_calibrated"`` and ``"pdf"``,
+            whose mono-confidence predicts it); absent for the other options.
+        ``mdata.obsm[f"{key_added}_tcp_true"]``
+            True class probability of each modality's own classifier, labelled cells only (NaN
+            elsewhere), DataFrame cells x modalities.
+        ``mdata.obsm[f"{key_added}_latent"]``
+            Fused latent (cells x sum of hidden sizes), for ``sc.pp.neighbors(use_rep=...)``.
+        ``mdata[mod].varm[f"{key_added}_feature_weights"]``
+            Mean gate value per feature over the cells predicted as each class, DataFrame
+            features x classes (NaN for features the model does not use; 1 without FI;
+            columns named as in ``obsm[f"{key_added}_proba"]``).
+        ``mdata[mod].var[f"{key_added}_informativeness"]``
+            Mean gate value per feature over all cells that have the modality.
+        ``mdata[mod].varm[f"{key_added}_attribution"]``
+            The package's explanation: per tabular modality, how much each feature's value
+            raises the log probability of each class, DataFrame features x classes (columns as
+            in ``obsm[f"{key_added}_proba"]``; NaN for a class no attributed cell was predicted
+            as). Integrated gradients of the log probability of a cell's predicted class, from
+            the training mean of the input to the cell, averaged over the training cells
+            predicted as the class, then credited to the features correlated with each feature
+            (Pearson ``|r| >= 0.5``), so that every one of several redundant markers shows. Rank a
+            class's column for its markers (:func:`mmdyn_sc.tl.rank_features`,
+            :func:`mmdyn_sc.pl.attribution`). Chosen by measurement against Wilcoxon tests,
+            regression coefficients and the gate values: ``benchmarks/results/explain.md``.
+        ``mdata[mod].varm[f"{key_added}_attribution_direct"]``
+            The same mean attribution without the credit to correlated features: what the
+            network itself responds to (deleting a class's top features costs it more recall).
+        ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
+            Image modalities, with FI: the patch gate of every imaged cell, float32 array
+            (cells of the image modality, grid, grid) in [0, 1], grid = image side /
+            ``patch_size``; nearest upsampling by ``patch_size`` gives the factor each pixel of
+            every channel was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
+        ``mdata[image_mod].obsm[f"{key_added}_attribution"]``
+            Image modalities, with ``attribution``: the patch attribution of every imaged cell,
+            float32 (cells of the image modality, grid, grid): integrated gradients of the log
+            probability of the cell's predicted class from an image of the training mean
+            colour, summed over each patch's pixels and channels (positive: evidence for the
+            prediction). ``pl.heatmaps(values="attribution")`` draws it; it localises on the
+            nucleus of white blood cells better than the gate (``benchmarks/results/images.md``).
+        ``mdata.uns[key_added]``
+            dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
+            ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per
+            logged metric, index = epoch), ``images`` (image modalities only: per modality
+            ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size``, and
+            ``heatmap`` and ``attribution``, whether each was written), ``attribution`` (how the
+            attribution was computed, and ``n_cells`` per modality and class), ``certainty``
+            (the temperatures, where they were fitted, and ``diagnostics`` on the validation
+            cells: ``ece``, ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``,
+            ``n_cells``, labelled in-sample or cross-fitted), ``metrics`` (accuracy, F1 and
+            balanced accuracy per split of the labelled cells), ``transductive`` (with
+            ``transductive=True``: ``method``, ``pseudo_label_fraction``, ``n_unlabeled``,
+            ``n_pseudo_labeled``, ``pseudo_labeled_per_class``, ``training_label_key``,
+            ``first_fit_epochs``), ``confidence`` (the option and,
+            per modality on validation cells only, ``relative_error`` of the predicted TCP,
+            ``mean |t^ - t| / mean t``, ``"n/a"`` for options that do not predict TCP,
+            ``spearman`` of confidence with the true TCP, and ``n_cells``), ``recipe``,
+            ``key_added``. ``None`` values are stored as ``"none"``.
 
     Notes
     -----
