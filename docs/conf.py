@@ -32,12 +32,37 @@
 # cached in ``docs/_build/.jupyter_cache``); an error in a cell fails the build.
 # They read the datasets from ``MMDYN_SC_DATA_DIR`` when set, else the loaders
 # download the public originals.
+#
+# Command line page
+# -----------------
+# ``cli.md`` shows the ``--help`` of ``mmdyn-sc`` and its subcommands through the
+# ``cli-help`` directive defined below, which formats the parser of ``mmdyn_sc._cli`` at build
+# time: the page cannot drift from the code, and needs no notebook execution.
+#
+# Link check
+# ----------
+# The HTML build checks no external links (it must work offline). A separate step, which
+# needs network, checks them (the tutorials are not executed for it; offline mode keeps the
+# hundreds of intersphinx targets out of the check)::
+#
+#     MMDYN_SC_DOCS_OFFLINE=1 python -m sphinx -b linkcheck -D nb_execution_mode=off \
+#         docs docs/_build/linkcheck
+#
+# It exits non-zero on a broken link; ``docs/_build/linkcheck/output.txt`` lists them.
+import contextlib
 import inspect
+import io
 import os
+import re
 import sys
+import tomllib
+import warnings
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, metadata
 from pathlib import Path
+
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
 
 HERE = Path(__file__).parent
 # Let autodoc import the package from the source tree when it is not installed.
@@ -64,6 +89,11 @@ except PackageNotFoundError:  # not installed: fall back to static values
     author = "the mmdyn_sc developers"
     version = "0.2.0"
     urls = {}
+
+# The project URLs are read from pyproject.toml itself, so that a change there shows without
+# reinstalling (an editable install keeps the metadata of the time it was installed).
+with contextlib.suppress(OSError, KeyError, tomllib.TOMLDecodeError):
+    urls = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["urls"]
 
 copyright = f"{datetime.now():%Y}, {author}"
 release = version
@@ -162,6 +192,20 @@ napoleon_use_param = True
 napoleon_custom_sections = [("Params", "Parameters")]
 
 # -- sphinx_autodoc_typehints ------------------------------------------------
+
+# sphinx-autodoc-typehints calls ``Parser.set_application()``, deprecated in Sphinx 9: each
+# docstring it parses prints a RemovedInSphinx10Warning (about 50 per build) that says nothing
+# about our docs. Its newest release (3.6.1 when this was written) still does (upstream issue
+# tox-dev/sphinx-autodoc-typehints#588), so a version pin cannot help; this filter hides exactly
+# that message, raised from that package's code. The category is its base class,
+# DeprecationWarning, because sphinx.deprecation defines RemovedInSphinx10Warning only in some
+# Sphinx versions. Remove the filter once a release stops calling set_application.
+warnings.filterwarnings(
+    "ignore",
+    message=r"'sphinx_autodoc_typehints\..*\.set_application' is deprecated",
+    category=DeprecationWarning,
+    module=r"sphinx_autodoc_typehints\.",
+)
 
 typehints_defaults = "comma"
 always_document_param_types = True
@@ -280,8 +324,11 @@ def _resolve_renamed(app, env, node, contnode):
 html_theme = "sphinx_book_theme"
 html_title = project
 html_theme_options = {
+    # Repository and issue tracker buttons in the header (pyproject.toml's [project.urls]).
     "use_repository_button": bool(repository_url),
+    "use_issues_button": bool(repository_url),
     "repository_url": repository_url,
+    "repository_branch": "main",
     "path_to_docs": "docs/",
     "navigation_with_keys": False,
 }
@@ -289,6 +336,74 @@ html_theme_options = {
 html_css_files = ["custom.css"]
 
 pygments_style = "default"
+
+
+# -- linkcheck (a separate, network-needing step: see the header) -------------
+
+linkcheck_ignore = [
+    r"https?://(localhost|127\.0\.0\.1)(:\d+)?(/.*)?",  # e.g. a local Jupyter server
+]
+# GitHub renders anchors (#L10, README headings) with JavaScript: check the page, not them.
+linkcheck_anchors_ignore_for_url = [r"https://github\.com/.*"]
+linkcheck_timeout = 30
+linkcheck_retries = 2
+linkcheck_workers = 5
+
+
+# -- the command line page ------------------------------------------------------
+
+#: Width of the generated help text (argparse reads COLUMNS), so that it does not depend on
+#: the terminal the docs are built in.
+CLI_HELP_COLUMNS = 90
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Python 3.14's argparse colours with FORCE_COLOR
+
+
+def cli_help(*command: str) -> str:
+    """The text ``mmdyn-sc COMMAND --help`` prints, from the parser of ``mmdyn_sc._cli``."""
+    from mmdyn_sc._cli import build_parser
+
+    old_columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(CLI_HELP_COLUMNS)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            build_parser().parse_args([*command, "--help"])
+    finally:
+        if old_columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old_columns
+    text = _ANSI_ESCAPE.sub("", out.getvalue()).rstrip()
+    if not text:
+        raise ValueError(f"`mmdyn-sc {' '.join(command)} --help` printed nothing")
+    return text
+
+
+class CLIHelp(SphinxDirective):
+    """``cli-help`` directive: ``mmdyn-sc [COMMAND] --help`` as a literal block.
+
+    In MyST, a fenced block ``{cli-help}`` with the subcommand (``fit``) as its argument, or
+    none for ``mmdyn-sc --help``. The page is rebuilt when the command line's sources change.
+    """
+
+    optional_arguments = 1
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        """The help text; an error at the directive if the parser cannot produce it."""
+        import mmdyn_sc._cli
+        import mmdyn_sc._cli_input
+
+        for module in (mmdyn_sc._cli, mmdyn_sc._cli_input):
+            self.env.note_dependency(module.__file__)
+        try:
+            text = cli_help(*self.arguments)
+        except Exception as err:  # reported at the directive, so -W fails the build
+            return [self.state.document.reporter.error(
+                f"cli-help: {err}", line=self.lineno)]
+        block = nodes.literal_block(text, text, language="none")
+        self.set_source_info(block)
+        return [block]
 
 
 def _public_bases(app, name, obj, options, bases):
@@ -313,6 +428,7 @@ def _documented() -> set[str]:
 
 def setup(app):
     """Sphinx hooks of this project."""
+    app.add_directive("cli-help", CLIHelp)
     app.connect("missing-reference", _resolve_renamed)
     app.connect("autodoc-skip-member", _skip_member)
     app.connect("autodoc-process-bases", _public_bases)
