@@ -9,6 +9,8 @@
   (:func:`select_hvg`, marked in ``var[HVG_COLUMN]``).
 
 Both put the label in ``obs[LABEL]`` (BMMC also keeps ``obs["cell_type"]``).
+:func:`stacked` joins a split's training and test cells into one MuData (for transductive
+fits: the test labels stay out).
 """
 
 from __future__ import annotations
@@ -141,3 +143,22 @@ def without(test, mod: str):
         query = md.MuData({m: test.mod[m][test.obs_names].copy() for m in keep})
     query.obs[LABEL] = test.obs[LABEL].to_numpy()
     return query
+
+
+def stacked(train, test):
+    """Training then test cells as one MuData, ``obs["part"]`` and ``obs["batch"]`` only."""
+    import anndata as ad
+    import mudata as md
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mods = {m: ad.concat([train.mod[m][train.obs_names], test.mod[m][test.obs_names]],
+                             merge="same") for m in train.mod}
+        for adata in mods.values():
+            adata.obs = adata.obs[[]]
+        both = md.MuData(mods)
+    both.obs["part"] = np.repeat(["train", "test"], [train.n_obs, test.n_obs])
+    if "batch" in train.obs:
+        both.obs["batch"] = np.concatenate([train.obs["batch"].astype(str).to_numpy(),
+                                            test.obs["batch"].astype(str).to_numpy()])
+    return both

@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _data import LABEL, features, load, mask_for, select_hvg, splits
+from _data import LABEL, features, load, mask_for, select_hvg, splits, stacked
 from _harness import add_seeds_argument, fit_lr, quiet_process, score, timed
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -125,34 +125,13 @@ def _split(dataset, name):
     raise KeyError(name)
 
 
-def _stacked(train, test):
-    """Training then test cells as one MuData, ``obs["part"]`` and ``obs["batch"]`` only."""
-    import warnings
-
-    import anndata as ad
-    import mudata as md
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mods = {m: ad.concat([train.mod[m][train.obs_names], test.mod[m][test.obs_names]],
-                             merge="same") for m in train.mod}
-        for adata in mods.values():
-            adata.obs = adata.obs[[]]
-        both = md.MuData(mods)
-    both.obs["part"] = np.repeat(["train", "test"], [train.n_obs, test.n_obs])
-    if "batch" in train.obs:
-        both.obs["batch"] = np.concatenate([train.obs["batch"].astype(str).to_numpy(),
-                                            test.obs["batch"].astype(str).to_numpy()])
-    return both
-
-
 def _ours(method, train, test, seed):
     import mmdyn_sc
 
     options = {"seed": seed, "enable_progress_bar": False, "attribution": False,
                "mask_var": mask_for(train, ("rna", "prot"))}
     if "protein background" in method:
-        both = _stacked(train, test)
+        both = stacked(train, test)
         mmdyn_sc.pp.protein_background(both, "prot", batch_key="batch")
         denoised = both.mod["prot"].layers["mmdyn_denoised"]
         for part in (train, test):
@@ -165,7 +144,7 @@ def _ours(method, train, test, seed):
         mmdyn_sc.tl.predict(test, model, attribution=False)
         return test.obs["mmdyn_prediction"].astype(str).to_numpy(), seconds, {
             "epochs": len(model.history["train_loss"])}
-    both = _stacked(train, test)  # the test labels stay out of the fit's MuData
+    both = stacked(train, test)  # the test labels stay out of the fit's MuData
     both.obs["reference_label"] = np.concatenate(
         [y_train, np.full(test.n_obs, None, dtype=object)])
     model, seconds = timed(mmdyn_sc.tl.fit, both, "reference_label", transductive=True,

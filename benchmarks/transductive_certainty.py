@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _data import LABEL, load, splits
+from _data import LABEL, load, splits, stacked
 from _harness import add_seeds_argument, quiet_process, score
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,7 +37,6 @@ def run(job) -> dict:
     quiet_process(1)
     import mmdyn_sc
     from mmdyn_sc._calibration import calibration_report
-    from peers import _stacked
 
     name, seed, method = job
     mdata, _ = load("bmmc")
@@ -50,7 +49,7 @@ def run(job) -> dict:
         predicted = test.obs["mmdyn_prediction"].astype(str).to_numpy()
         certainty = test.obs["mmdyn_certainty"].to_numpy()
     else:
-        both = _stacked(train, test)
+        both = stacked(train, test)
         both.obs["reference_label"] = np.concatenate(
             [train.obs[LABEL].astype(str).to_numpy(), np.full(test.n_obs, None, dtype=object)])
         model = mmdyn_sc.tl.fit(both, "reference_label", transductive=True, **options)
