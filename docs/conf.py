@@ -49,6 +49,7 @@
 #         docs docs/_build/linkcheck
 #
 # It exits non-zero on a broken link; ``docs/_build/linkcheck/output.txt`` lists them.
+# ``bash .ci/linkcheck`` runs it, and skips it (exit 0) without network.
 import contextlib
 import inspect
 import io
