@@ -139,6 +139,29 @@ def integrated_gradients(module, xs: Sequence[torch.Tensor], present: torch.Tens
     return out
 
 
+def eval_batches(model, aligned, rows: np.ndarray | None, batch_size: int
+                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """``(inputs per modality, presence)`` of ``rows`` of ``aligned`` (all: ``None``), in order.
+
+    Minibatches of ``batch_size`` on the module's device, the module in eval mode until the
+    iteration ends (its mode is then restored).
+    """
+    module = model.module
+    was_training = module.training
+    module.eval()
+    device = module.device
+    loader = model._make_data_loader(adata=aligned,
+                                     indices=None if rows is None else np.asarray(rows),
+                                     batch_size=batch_size, shuffle=False,
+                                     **model._loader_kwargs(aligned))
+    try:
+        for batch in loader:
+            xs, present, _ = unpack_batch(batch, len(model.modalities_))
+            yield [x.to(device) for x in xs], present.to(device)
+    finally:
+        module.train(was_training)
+
+
 def attribution_blocks(model, aligned, rows: np.ndarray, target: np.ndarray | None,
                        n_steps: int = IG_STEPS, batch_size: int = IG_BATCH
                        ) -> Iterator[tuple[slice, list[np.ndarray | None], np.ndarray, list,
@@ -151,36 +174,25 @@ def attribution_blocks(model, aligned, rows: np.ndarray, target: np.ndarray | No
     modality's input and its gradient.
     """
     module = model.module
-    was_training = module.training
-    module.eval()
     device = module.device
     base = baselines(model, device)
-    loader = model._make_data_loader(adata=aligned, indices=np.asarray(rows),
-                                     batch_size=batch_size, shuffle=False,
-                                     **model._loader_kwargs(aligned))
     start = 0
-    try:
-        for batch in loader:
-            xs, present, _ = unpack_batch(batch, len(model.modalities_))
-            xs = [x.to(device) for x in xs]
-            present = present.to(device)
-            n = present.shape[0]
-            with torch.no_grad():
-                proba = torch.softmax(module(xs, present)["fused_logits"], 1)
-            if target is None:
-                cls = proba.argmax(1)
-            else:
-                cls = torch.as_tensor(target[start:start + n], dtype=torch.long, device=device)
-            values = integrated_gradients(module, xs, present, cls, base, n_steps)
-            yield (slice(start, start + n),
-                   [None if v is None else v.cpu().numpy() for v in values],
-                   present.cpu().numpy() > 0,
-                   [None if b is None else x.float().cpu().numpy()
-                    for x, b in zip(xs, base, strict=True)],
-                   proba.cpu().numpy())
-            start += n
-    finally:
-        module.train(was_training)
+    for xs, present in eval_batches(model, aligned, rows, batch_size):
+        n = present.shape[0]
+        with torch.no_grad():
+            proba = torch.softmax(module(xs, present)["fused_logits"], 1)
+        if target is None:
+            cls = proba.argmax(1)
+        else:
+            cls = torch.as_tensor(target[start:start + n], dtype=torch.long, device=device)
+        values = integrated_gradients(module, xs, present, cls, base, n_steps)
+        yield (slice(start, start + n),
+               [None if v is None else v.cpu().numpy() for v in values],
+               present.cpu().numpy() > 0,
+               [None if b is None else x.float().cpu().numpy()
+                for x, b in zip(xs, base, strict=True)],
+               proba.cpu().numpy())
+        start += n
 
 
 def partner_credit(inputs: np.ndarray, values: np.ndarray,

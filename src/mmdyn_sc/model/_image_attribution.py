@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..module._image_encoder import as_float_images
-from ._attribution import IG_STEPS
-from ._registry_keys import unpack_batch
+from ._attribution import IG_STEPS, eval_batches
 
 #: Cells per minibatch of the image attribution (each runs ``n_steps`` forward and backward
 #: passes of the image branch).
@@ -78,29 +77,17 @@ def image_attribution(model, aligned, n_steps: int = IG_STEPS,
     without the image) and ``None`` for tabular ones.
     """
     module = model.module
-    was_training = module.training
-    module.eval()
-    device = module.device
-    bases = image_bases(model, device)
+    bases = image_bases(model, module.device)
     patch = int(module.image_options["patch_size"])
-    loader = model._make_data_loader(adata=aligned, batch_size=batch_size, shuffle=False,
-                                     **model._loader_kwargs(aligned))
-    n_modalities = len(model.modalities_)
-    blocks: list[list[np.ndarray]] = [[] for _ in range(n_modalities)]
-    try:
-        for batch in loader:
-            xs, present, _ = unpack_batch(batch, n_modalities)
-            xs = [x.to(device) for x in xs]
-            present = present.to(device)
-            with torch.no_grad():
-                target = module(xs, present)["fused_logits"].argmax(1)
-            values = image_integrated_gradients(module, xs, present, target, bases, n_steps)
-            for m, v in enumerate(values):
-                if v is None:
-                    continue
-                sums = patch_sums(v, patch).cpu().numpy().astype(np.float32)
-                sums[present[:, m].cpu().numpy() <= 0] = np.nan
-                blocks[m].append(sums)
-    finally:
-        module.train(was_training)
+    blocks: list[list[np.ndarray]] = [[] for _ in model.modalities_]
+    for xs, present in eval_batches(model, aligned, None, batch_size):
+        with torch.no_grad():
+            target = module(xs, present)["fused_logits"].argmax(1)
+        values = image_integrated_gradients(module, xs, present, target, bases, n_steps)
+        for m, v in enumerate(values):
+            if v is None:
+                continue
+            sums = patch_sums(v, patch).cpu().numpy().astype(np.float32)
+            sums[present[:, m].cpu().numpy() <= 0] = np.nan
+            blocks[m].append(sums)
     return [np.concatenate(b) if b else None for b in blocks]
