@@ -65,7 +65,7 @@ def test_a_model_trains_on_the_denoised_layer(bmmc, fast):
 
 
 def test_errors_name_the_problem(bmmc):
-    with pytest.raises(KeyError, match="No modality 'adt'"):
+    with pytest.raises(KeyError, match="Modality 'adt' not found"):
         mmdyn_sc.pp.protein_background(bmmc, "adt")
     with pytest.raises(KeyError, match="no layer 'clr'"):
         mmdyn_sc.pp.protein_background(bmmc, "prot", layer="clr")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
-from .._data import check_finite
+from .._data import check_finite, check_modalities
 from .._keys import PREPARED_LAYER
 from .._utils import copy_mudata, layer_names, logger
 
@@ -101,8 +101,7 @@ def protein_background(
         ``mdata[mod].uns["protein_background"]`` (``batch_key``, ``layer``, ``batches``,
         and ``background``, per batch the level subtracted from each protein).
     """
-    if mod not in mdata.mod:
-        raise KeyError(f"No modality {mod!r}; modalities: {list(mdata.mod)}.")
+    check_modalities(mdata, [mod])
     adata = mdata.mod[mod]
     if layer not in adata.layers:
         raise KeyError(f"modality {mod!r} has no layer {layer!r} (available: "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import mudata
 import numpy as np
 from mudata import MuData
 
@@ -471,8 +470,7 @@ def fit(
         chosen = pseudo_labels(model, pseudo_label_fraction, labels_key)
         first_epochs = len(model.history.get("train_loss", [])) or None
         training_key = Key.obs.training_label(key_added)
-        with mudata.set_options(pull_on_update=False):
-            target.obs[training_key] = training_labels(model, chosen, target.obs_names)
+        target.obs[training_key] = training_labels(model, chosen, target.obs_names)
         model = _train(target, training_key, setup, model_options, train_options, seed,
                        image_batch, train_only_cells=chosen.rows)
 
