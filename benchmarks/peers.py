@@ -130,8 +130,8 @@ def _ours(method, train, test, seed):
 
     options = {"seed": seed, "enable_progress_bar": False, "attribution": False,
                "mask_var": mask_for(train, ("rna", "prot"))}
-    if "protein background" in method:
-        both = stacked(train, test)
+    both = stacked(train, test)  # the test labels stay out of it
+    if "protein background" in method:  # per donor: the batches of both parts
         mmdyn_sc.pp.protein_background(both, "prot", batch_key="batch")
         denoised = both.mod["prot"].layers["mmdyn_denoised"]
         for part in (train, test):
@@ -144,7 +144,6 @@ def _ours(method, train, test, seed):
         mmdyn_sc.tl.predict(test, model, attribution=False)
         return test.obs["mmdyn_prediction"].astype(str).to_numpy(), seconds, {
             "epochs": len(model.history["train_loss"])}
-    both = stacked(train, test)  # the test labels stay out of the fit's MuData
     both.obs["reference_label"] = np.concatenate(
         [y_train, np.full(test.n_obs, None, dtype=object)])
     model, seconds = timed(mmdyn_sc.tl.fit, both, "reference_label", transductive=True,

@@ -5,9 +5,10 @@ the 50 RNA features of highest variance on that donor and every protein), at mos
 epochs (early stopping), seed 0.
 Next to ``model.pt`` it writes the class probabilities it gives donor s1d2
 (``expected_proba.csv``) and, from 0.2.0 on, the certainty ``tl.predict`` gives each of those
-cells (``expected_certainty.csv``: the calibration saved with the model). ``tests/test_release_models.py`` loads every saved release onto
-today's data and checks those probabilities, so a version that cannot load an earlier
-model, or predicts differently with it, fails CI.
+cells (``expected_certainty.csv``: the calibration saved with the model).
+``tests/test_release_models.py`` loads every saved release onto today's data and checks
+those values, so a version that cannot load an earlier model, or predicts differently with
+it, fails CI.
 
 Usage: ``MMDYN_SC_DATA_DIR=../shared/data python tests/data/models/save_release_model.py``
 """
