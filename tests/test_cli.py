@@ -390,3 +390,9 @@ def test_fit_transductive_pseudo_labels_the_unlabelled_cells(_bmmc_prepared, tmp
     query = (annotated.obs["batch"] == "s1d2").to_numpy()
     assert (annotated.obs["mmdyn_split"][query].astype(str)
             .isin(["pseudo_labeled", "unlabeled"]).all())
+    # the training labels survive the h5mu file: the reference's own, pseudo-labels or missing
+    training = annotated.obs["mmdyn_training_label"]
+    np.testing.assert_array_equal(training[~query].astype(str),
+                                  annotated.obs["reference"][~query].astype(str))
+    pseudo = (annotated.obs["mmdyn_split"] == "pseudo_labeled").to_numpy()
+    assert training[pseudo].notna().all() and training[query & ~pseudo].isna().all()

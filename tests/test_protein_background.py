@@ -83,3 +83,20 @@ def test_background_level_of_a_constant_protein():
     values = np.r_[np.random.default_rng(0).normal(0.2, 0.05, 80),
                    np.random.default_rng(1).normal(3.0, 0.3, 20)]
     assert background_level(values) == pytest.approx(0.2, abs=0.05)
+
+
+def test_the_layer_and_record_survive_an_h5mu_file(bmmc, tmp_path):
+    import mudata as md
+
+    from mmdyn_sc._utils import mudata_options
+
+    mmdyn_sc.pp.protein_background(bmmc, "prot", batch_key="batch")
+    with mudata_options():
+        bmmc.write_h5mu(tmp_path / "denoised.h5mu")
+    back = md.read_h5mu(tmp_path / "denoised.h5mu")["prot"]
+    np.testing.assert_array_equal(back.layers["mmdyn_denoised"],
+                                  bmmc.mod["prot"].layers["mmdyn_denoised"])
+    record = back.uns["protein_background"]
+    assert list(record["batches"]) == ["s1d1", "s1d2"]
+    assert record["background"]["s1d2"]["CD3"] == pytest.approx(
+        bmmc.mod["prot"].uns["protein_background"]["background"]["s1d2"]["CD3"])
