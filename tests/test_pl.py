@@ -230,6 +230,25 @@ def test_tcp_calibration_one_modality_and_splits(mdata):
         ms.pl.tcp_calibration(broken)
 
 
+def test_tcp_calibration_draws_the_modality_certainty(mdata):
+    axes = ms.pl.tcp_calibration(mdata, values="certainty", split=None)
+    certainty = mdata.obsm[Key.obsm.modality_certainty()]
+    true = mdata.obsm[Key.obsm.tcp_true()]
+    for ax, mod in zip(axes, certainty.columns, strict=True):
+        both = (true[mod].notna() & certainty[mod].notna()).to_numpy()
+        points = [c for c in ax.collections if isinstance(c, PathCollection)][0].get_offsets()
+        np.testing.assert_allclose(points, np.column_stack([true[mod].to_numpy()[both],
+                                                           certainty[mod].to_numpy()[both]]))
+        assert "certainty" in ax.get_ylabel()
+        assert "relative error" not in ax.get_title()  # no TCP prediction drawn
+        shown = float(re.search(r"Spearman (-?[0-9.]+)", ax.get_title()).group(1))
+        expected = pd.Series(true[mod].to_numpy()[both]).corr(
+            pd.Series(certainty[mod].to_numpy()[both]), method="spearman")
+        assert shown == pytest.approx(expected, abs=5e-3)
+    with pytest.raises(ValueError, match="values must be 'confidence' or 'certainty'"):
+        ms.pl.tcp_calibration(mdata, values="tcp")
+
+
 # ---------------------------------------------------------------- training_history
 def test_training_history_from_mudata(mdata):
     history = mdata.uns["mmdyn"]["history"]

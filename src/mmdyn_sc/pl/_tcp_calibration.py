@@ -8,6 +8,7 @@ from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
 from .._metrics import relative_tcp_error, spearman
+from ._modality_confidence import axis_label
 from ._utils import doc_show_return_fig, finish, modality_colors, new_panels, obs_column, obsm_frame
 
 
@@ -18,6 +19,7 @@ def tcp_calibration(
     modality: str | None = None,
     key: str = DEFAULT_KEY,
     split: str | None = "validation",
+    values: str = "confidence",
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -34,6 +36,13 @@ def tcp_calibration(
     and the Spearman correlation in the title. Without modality informativeness the
     confidence is 1 and the plot shows nothing useful.
 
+    With ``values="certainty"`` the y axis is the per-modality certainty,
+    ``mdata.obsm[f"{key}_modality_certainty"]`` (the calibrated probability that the
+    modality's own classifier is right), which every fit writes whatever its ``confidence``
+    option: the title gives its Spearman correlation with the true TCP, which is how well
+    it tracks that modality. A certainty is the probability of the modality's *own* call,
+    so cells whose modality calls another class than the true one sit above the diagonal.
+
     Parameters
     ----------
     mdata
@@ -46,6 +55,9 @@ def tcp_calibration(
     split
         ``"validation"`` (cells the confidence network was not trained on), ``"train"``,
         ``"query"``, or ``None`` for every cell with a true TCP.
+    values
+        ``"confidence"`` (the predicted TCP, or the fusion weight where the fit predicts
+        none) or ``"certainty"`` (the per-modality certainty).
     ax
         One Axes per panel drawn (a single Axes for one panel).
     {show_return_fig}
@@ -56,8 +68,13 @@ def tcp_calibration(
         The Axes (one panel) or the list of Axes (several panels, one per modality), or the
         Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
-    predicts_tcp = Key.obsm.tcp_predicted(key) in mdata.obsm
-    source = Key.obsm.tcp_predicted(key) if predicts_tcp else Key.obsm.confidence(key)
+    if values not in ("confidence", "certainty"):
+        raise ValueError(f"values must be 'confidence' or 'certainty', got {values!r}.")
+    predicts_tcp = values == "confidence" and Key.obsm.tcp_predicted(key) in mdata.obsm
+    if values == "certainty":
+        source = Key.obsm.modality_certainty(key)
+    else:
+        source = Key.obsm.tcp_predicted(key) if predicts_tcp else Key.obsm.confidence(key)
     predicted = obsm_frame(mdata, source, key)
     true = obsm_frame(mdata, Key.obsm.tcp_true(key), key)
     modalities = [str(c) for c in predicted.columns]
@@ -87,7 +104,7 @@ def tcp_calibration(
         both = np.isfinite(x) & np.isfinite(y)
         if not both.any():
             raise ValueError(
-                f"No {split or 'labelled'} cells with both a true TCP and a confidence for "
+                f"No {split or 'labelled'} cells with both a true TCP and a {values} for "
                 f"{mod!r}: the true TCP needs labelled cells "
                 f"(mdata.obsm[{Key.obsm.tcp_true(key)!r}] is NaN elsewhere)."
             )
@@ -104,7 +121,8 @@ def tcp_calibration(
         panel.set_ylim(lo, hi)
         panel.set_aspect("equal")
         panel.set_xlabel("true TCP")
-        panel.set_ylabel("predicted TCP" if predicts_tcp else "confidence (predicts no TCP)")
+        panel.set_ylabel("predicted TCP" if predicts_tcp else "confidence (predicts no TCP)"
+                         if values == "confidence" else axis_label(mdata, key, values))
         error = f"relative error {relative_tcp_error(y, x):.3f}, " if predicts_tcp else ""
         panel.set_title(f"{mod}: {error}Spearman {spearman(x, y):.2f}\n"
                         f"{len(x)} {split or 'labelled'} cells")
