@@ -145,6 +145,28 @@ def test_unseen_class_gets_lower_certainty_and_is_called_unknown(unseen):
     assert "query_all" in record["certainty"]
 
 
+def test_a_cell_far_from_every_class_in_one_modality_loses_certainty(unseen):
+    """The novelty is judged per modality: one modality unlike training is enough."""
+    _, query, model = unseen
+    known = query[query.obs["cell_type"].astype(str).to_numpy() != HELD].copy()
+    shifted = known.copy()
+    prot = shifted["prot"].layers["mmdyn_prepared"]
+    shifted["prot"].layers["mmdyn_prepared"] = np.asarray(prot) + 3 * np.asarray(prot).std()
+    for mdata in (known, shifted):
+        ms.tl.predict(mdata, model, attribution=False)
+    before = known.obs[Key.obs.certainty()].to_numpy()
+    after = shifted.obs[Key.obs.certainty()].to_numpy()
+    assert after.mean() < before.mean() - 0.2
+    state = model.certainty_
+    assert state["novelty"]["rule"] == "largest over modalities"
+    assert state["agreement_power"] == 0.0
+    # a cell lacking a modality is judged on the modalities it has
+    rna_only = md.MuData({"rna": known["rna"].copy()})
+    ms.tl.predict(rna_only, model, attribution=False)
+    values = rna_only.obs[Key.obs.certainty()].to_numpy()
+    assert np.isfinite(values).all() and values.mean() > 0.5
+
+
 @pytest.mark.slow
 def test_pbmc10k_nk_cells_unseen_get_lower_certainty(dataset_path):
     """pbmc10k without NK cells in training: the query's NK cells get lower certainty."""

