@@ -463,6 +463,7 @@ def recipe_model_options(recipe: dict) -> dict:
 def child_mmdyn(args) -> dict:
     """One MMDynamics fit; returns the row for the table."""
     from mmdyn_sc import MMDynamics
+    from mmdyn_sc.model._recipes import resolve_batch_size
     from mmdyn_sc.tl import RECIPES
 
     recipe = RECIPES["default"]
@@ -475,7 +476,7 @@ def child_mmdyn(args) -> dict:
     rss.end("setup")
     options = recipe_model_options(recipe)
     model = MMDynamics(mdata, gate_rank=args.gate_rank, **options)
-    batch_size = recipe["batch_size"]
+    batch_size = resolve_batch_size(recipe["batch_size"], has_images=False)
     flops = flops_per_cell(model.module, one_batch(model, FLOP_BATCH))
     n_in, n_out = largest_linear(model.module)
     bound_before = matmul_gflops(batch_size, n_in, n_out)
@@ -712,6 +713,7 @@ def report(rows: list[dict], meta: dict) -> str:
 
 
 def notes(args, build_s: dict, wall: float) -> list[str]:
+    from mmdyn_sc.model._recipes import resolve_batch_size
     from mmdyn_sc.tl import RECIPES
 
     out = [
@@ -722,7 +724,8 @@ def notes(args, build_s: dict, wall: float) -> list[str]:
         "float32 CSR in `.h5mu` under the workdir. All 4000 genes are the top-4000 HVGs.",
         "MMDynamics: tl.fit's \"default\" recipe model options ("
         + ", ".join(f"{k} {v}" for k, v in recipe_model_options(RECIPES["default"]).items())
-        + f"), batch {RECIPES['default']['batch_size']}, `train_size=1.0`, no "
+        + f"), batch {resolve_batch_size(RECIPES['default']['batch_size'], False)}, "
+        "`train_size=1.0`, no "
         "early stopping; cells/s = training cells / median epoch time (epoch timed by a "
         "Lightning callback: loading, forward, backward, optimizer; nothing else).",
         "FLOPs: matrix products of one training step (forward, loss, backward) counted by "

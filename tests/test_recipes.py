@@ -99,3 +99,27 @@ def test_direct_class_use_trains_as_tl_fit(synthetic_prepared):
 def test_unknown_recipe_is_named(synthetic_prepared):
     with pytest.raises(ValueError, match="Unknown recipe 'papr'"):
         ms.tl.fit(synthetic_prepared.copy(), "cell_type", recipe="papr")
+
+
+def test_auto_batch_size_is_32_with_an_image_modality_also_when_train_is_called_directly(
+        _synth_images, synth):
+    """``batch_size="auto"`` is resolved by train(), not by tl.fit: direct use gets it too."""
+    import mudata as md
+
+    from mmdyn_sc.model._recipes import IMAGE_BATCH_SIZE, TABULAR_BATCH_SIZE
+
+    images = md.MuData({"image": _synth_images[:40].copy()})
+    images.obs["label"] = _synth_images.obs["label"].astype(str).to_numpy()[:40]
+    MMDynamics.setup_mudata(images, labels_key="label")
+    image_options = {"patch_size": 8, "unet_channels": 4, "encoder_width": 8, "encoder_fc": 16}
+    model = MMDynamics(images, n_hidden=8, image_options=image_options)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    assert model.train_params_["batch_size"] == IMAGE_BATCH_SIZE
+    MMDynamics.setup_mudata(synth, labels_key="cell_type")
+    tabular = MMDynamics(synth, n_hidden=8)
+    tabular.train(max_epochs=1, enable_progress_bar=False)
+    assert tabular.train_params_["batch_size"] == TABULAR_BATCH_SIZE
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, None"):
+        tabular.train(max_epochs=1, batch_size="large", enable_progress_bar=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, None"):
+        tabular.train(max_epochs=1, batch_size=0, enable_progress_bar=False)

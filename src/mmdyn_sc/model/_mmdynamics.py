@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -324,7 +325,7 @@ class MMDynamics(BaseModelClass):
         weight_decay: float = DEFAULTS["weight_decay"],
         lr_step_size: int | None = DEFAULTS["lr_step_size"],
         lr_gamma: float = DEFAULTS["lr_gamma"],
-        batch_size: int | None = DEFAULTS["batch_size"],
+        batch_size: int | Literal["auto"] | None = DEFAULTS["batch_size"],
         train_size: float = DEFAULTS["train_size"],
         calibration_size: float = 0.1,
         early_stopping: bool = DEFAULTS["early_stopping"],
@@ -366,8 +367,9 @@ class MMDynamics(BaseModelClass):
             epochs (0.2, as in recipe ``"paper"``); unused while ``lr_step_size`` is
             ``None``.
         batch_size
-            Cells per minibatch (128); ``None`` trains on every training cell in every step
-            (full batch, recipe ``"paper"``).
+            Cells per minibatch; ``"auto"`` (the default): 128, or 32 when the model has an
+            image modality (:data:`~mmdyn_sc.model._recipes.IMAGE_BATCH_SIZE`); ``None``
+            trains on every training cell in every step (full batch, recipe ``"paper"``).
         train_size
             Fraction of each class's labelled cells used for training (0.9); 1.0 (recipe
             ``"paper"``) leaves no validation cells (then early stopping watches the

@@ -59,7 +59,7 @@ RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
         "weight_decay": 1e-4,
         "lr_step_size": None,
         "lr_gamma": 0.2,
-        "batch_size": 128,
+        "batch_size": "auto",
         "train_size": 0.9,
         "early_stopping": True,
         "max_epochs": 200,
@@ -84,13 +84,33 @@ RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     }),
 })
 
-#: :func:`mmdyn_sc.tl.fit`'s batch size with the ``"default"`` recipe when the model has an
-#: image modality and no ``batch_size`` is given. At 128, a few hundred images are two
+#: ``batch_size="auto"`` (recipe ``"default"``): this many cells per minibatch, or
+#: :data:`IMAGE_BATCH_SIZE` when the model has an image modality.
+TABULAR_BATCH_SIZE = 128
+#: ``batch_size="auto"`` with an image modality. At 128, a few hundred images are two
 #: steps per epoch: the image branch's encoder learns little in the patch gate's warm-up,
 #: and the gate then shuts every patch (the classifier is better off with no input than
 #: with one it reads wrongly); 32 gives it four times the steps for the same epochs
 #: (``benchmarks/results/image_heatmaps.md``).
 IMAGE_BATCH_SIZE = 32
+
+
+def resolve_batch_size(batch_size, has_images: bool) -> int | None:
+    """The batch size to train with.
+
+    ``"auto"``: :data:`IMAGE_BATCH_SIZE` with an image modality, else
+    :data:`TABULAR_BATCH_SIZE`; a positive integer or ``None`` (full batch) as given.
+    """
+    if isinstance(batch_size, str):
+        if batch_size != "auto":
+            raise ValueError(f"batch_size must be a positive integer, None (full batch) or "
+                             f"'auto', got {batch_size!r}.")
+        return IMAGE_BATCH_SIZE if has_images else TABULAR_BATCH_SIZE
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1
+                                   or int(batch_size) != batch_size):
+        raise ValueError(f"batch_size must be a positive integer, None (full batch) or "
+                         f"'auto', got {batch_size!r}.")
+    return batch_size
 
 #: The defaults of :class:`~mmdyn_sc.MMDynamics` and its ``train()``.
 DEFAULTS = RECIPES["default"]

@@ -14,6 +14,7 @@ from . import _registry_keys as rk
 from ._checkpoint import checkpoint_callbacks, last_checkpoint
 from ._feature_scaling import fit_channel_scaling, fit_scaling
 from ._fingerprint import run_fingerprint
+from ._recipes import resolve_batch_size
 from ._seeding import local_seed
 from ._split import calibration_split, stratified_split
 
@@ -57,6 +58,7 @@ def run_training(
             f"{model.modalities_}."
         )
     fit_preprocessing(model, train_idx)
+    batch_size = resolve_batch_size(batch_size, bool(model.images_))
     if batch_size is None:
         batch_size = len(train_idx)
     add_early_stopping(trainer_kwargs, early_stopping, early_stopping_patience,

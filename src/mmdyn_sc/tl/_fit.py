@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from mudata import MuData
@@ -21,7 +22,6 @@ from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
 from ..model._recipes import (
-    IMAGE_BATCH_SIZE,
     MODEL_OPTIONS,
     TRAIN_OPTIONS,
     ClassWeights,
@@ -81,16 +81,13 @@ def model_summary(model: MMDynamics, key_added: str) -> dict:
 
 
 def _train(target: MuData, labels_key: str, setup: dict, model_options: dict,
-           train_options: dict, seed: int, image_batch: bool,
+           train_options: dict, seed: int,
            train_only_cells: np.ndarray | None = None) -> MMDynamics:
     """Register ``target``, build the model (seeded) and train it."""
     MMDynamics.setup_mudata(target, labels_key=labels_key, **setup)
     with local_seed(seed):  # weight initialisation; train() seeds the rest the same way
         model = MMDynamics(target, **model_options)
-    options = dict(train_options)
-    if model.images_ and image_batch:
-        options["batch_size"] = IMAGE_BATCH_SIZE
-    model.train(train_only_cells=train_only_cells, **options)
+    model.train(train_only_cells=train_only_cells, **train_options)
     return model
 
 
@@ -123,7 +120,7 @@ def fit(
     weight_decay: float = _UNSET,
     lr_step_size: int | None = _UNSET,
     lr_gamma: float = _UNSET,
-    batch_size: int | None = _UNSET,
+    batch_size: int | Literal["auto"] | None = _UNSET,
     train_size: float = _UNSET,
     early_stopping: bool = _UNSET,
     seed: int = 0,
@@ -251,9 +248,9 @@ def fit(
         ``None``).
     batch_size
         Cells per minibatch; ``None`` trains on every training cell in every step (full
-        batch, recipe ``"paper"``). 128 in recipe ``"default"``, 32 there when the model has
-        an image modality and ``batch_size`` is not given: at 128 a few hundred images give
-        too few steps for the image encoder to learn before the patch gate starts training.
+        batch, recipe ``"paper"``); ``"auto"`` (recipe ``"default"``): 128, or 32 when the
+        model has an image modality: at 128 a few hundred images give too few steps for the
+        image encoder to learn before the patch gate starts training.
     train_size
         Fraction of each class's labelled cells used for training; the others are the
         validation cells of early stopping and of the certainty calibration (0.9 in recipe
@@ -460,8 +457,7 @@ def fit(
     train_options.update(seed=seed, checkpoint_dir=checkpoint_dir,
                          checkpoint_every_n_epochs=checkpoint_every_n_epochs, resume=resume,
                          **train_kwargs)
-    image_batch = recipe == "default" and "batch_size" not in given
-    model = _train(target, labels_key, setup, model_options, train_options, seed, image_batch)
+    model = _train(target, labels_key, setup, model_options, train_options, seed)
     if not model.is_global_zero:
         # Another process of a distributed fit: process 0 writes the results.
         return target if copy else model
@@ -473,7 +469,7 @@ def fit(
         training_key = Key.obs.training_label(key_added)
         target.obs[training_key] = training_labels(model, chosen, target.obs_names)
         model = _train(target, training_key, setup, model_options, train_options, seed,
-                       image_batch, train_only_cells=chosen.rows)
+                       train_only_cells=chosen.rows)
 
     split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)
     split[model.train_indices] = SPLIT_TRAIN

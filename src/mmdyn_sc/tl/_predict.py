@@ -67,7 +67,8 @@ def predict(
         Label a cell ``"Unknown"`` in ``obs[f"{key_added}_prediction"]`` when its certainty
         (``obs[f"{key_added}_certainty"]``, the calibrated probability that the call is
         right, which drops for cells unlike every class of the training cells, as cells of
-        a type the model never saw are) is below this value; ``None`` (the default) labels every cell.
+        a type the model never saw are) is below this value; ``None`` (the default) labels
+        every cell.
         ``obsm[f"{key_added}_proba"]`` and ``metrics["query"]`` (on the most probable
         class) are unchanged; ``metrics["query_all"]`` counts an ``Unknown`` call right
         only for a cell whose label is not a class of the model;

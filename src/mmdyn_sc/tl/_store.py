@@ -133,7 +133,8 @@ def certainty_record(state: dict | None, certainty: np.ndarray, predicted: np.nd
                                    "highest class probability"}
     else:
         # the latent prototypes stay with the model
-        record = {k: v for k, v in state.items() if k not in ("prototypes", "variance", "prototype_present")}
+        record = {k: v for k, v in state.items()
+                  if k not in ("prototypes", "variance", "prototype_present")}
     query = np.flatnonzero((split == SPLIT_QUERY) & (label_codes >= 0))
     if len(query):
         record["query"] = calibration_report(certainty[query],
