@@ -167,6 +167,26 @@ def test_a_cell_far_from_every_class_in_one_modality_loses_certainty(unseen):
     assert np.isfinite(values).all() and values.mean() > 0.5
 
 
+def test_pseudo_labels_are_ranked_by_the_0_2_0_certainty(synth_fitted):
+    """Calibrated probability x agreement ** (1/4) x pooled novelty, by hand."""
+    from mmdyn_sc.model import _certainty as C
+
+    _, query, model = synth_fitted
+    state, result = model.certainty_, model.infer(query)
+    top = result.proba.max(1)
+    agree = np.ones(len(top))
+    for m, p in enumerate(result.modality_proba):
+        ratio = p[np.arange(len(top)), result.proba.argmax(1)] / p.max(1)
+        agree *= np.where(result.present[:, m], ratio, 1.0)
+    x = C.unweighted(result.latent, result.weights, state["blocks"])
+    z = (np.log(C.nearest_prototype_distance(x, result.present, state))
+         - state["log_distance_median"]) / state["log_distance_spread"]
+    expected = C.calibrate(top, state["platt"]) * agree ** 0.25 * np.exp(-np.maximum(0, z - 1))
+    np.testing.assert_allclose(C.pseudo_label_score(state, result), expected, rtol=1e-6)
+    assert not np.allclose(C.certainty(state, result), expected)  # the certainty moved on
+    np.testing.assert_array_equal(C.pseudo_label_score(None, result), top)
+
+
 @pytest.mark.slow
 def test_pbmc10k_nk_cells_unseen_get_lower_certainty(dataset_path):
     """pbmc10k without NK cells in training: the query's NK cells get lower certainty."""

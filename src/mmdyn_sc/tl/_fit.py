@@ -291,8 +291,10 @@ def fit(
     transductive
         Let the cells without a label (the query, put into ``mdata`` with a missing label)
         shape the model, by pseudo-labels: a first fit on the labelled cells predicts
-        them; per predicted class, the ``pseudo_label_fraction`` of its unlabelled cells with
-        the highest certainty get that class as their label; a second fit, from scratch
+        them; per predicted class, the ``pseudo_label_fraction`` of its unlabelled cells
+        whose call the model is surest of get that class as their label (ranked by the
+        certainty of mmdyn_sc 0.2.0, which also asks that the modalities' own classifiers
+        agree, as co-training does); a second fit, from scratch
         with the same seed, trains on the labelled and pseudo-labelled cells and gives the
         results. Validation, early stopping and certainty calibration use labelled cells
         only, and no label of an unlabelled cell is ever read. It takes about twice the
@@ -308,7 +310,7 @@ def fit(
         strategy.
     pseudo_label_fraction
         With ``transductive=True``: the fraction, in (0, 1], of each predicted class's
-        unlabelled cells (those with the highest certainty) that get the class as their
+        unlabelled cells (those the model is surest of) that get the class as their
         pseudo-label (0.5 by default).
     **train_kwargs
         Passed to :meth:`~mmdyn_sc.MMDynamics.train` and on to Lightning (e.g.

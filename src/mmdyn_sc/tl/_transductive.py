@@ -1,8 +1,10 @@
 """The transductive path of ``tl.fit``: unlabelled cells shape the model through pseudo-labels.
 
 A first fit on the labelled cells predicts the unlabelled ones. Per predicted class, the
-``fraction`` of its unlabelled cells with the highest certainty (``obs["{key}_certainty"]``)
-get that class as their pseudo-label, so that rare classes keep pseudo-labels too. A second
+``fraction`` of its unlabelled cells with the highest pseudo-label score
+(:func:`~mmdyn_sc.model._certainty.pseudo_label_score`: the certainty of 0.2.0, which asks
+that the modalities' own classifiers agree) get that class as their pseudo-label, so that
+rare classes keep pseudo-labels too. A second
 fit, from scratch with the same seed, trains on the labelled and the pseudo-labelled cells;
 it validates, stops early and calibrates its certainty on labelled cells only. The labels of
 unlabelled cells are never read: they are missing, by definition of the query. Measured in
@@ -87,8 +89,8 @@ def pseudo_labels(model: MMDynamics, fraction: float, labels_key: str) -> Pseudo
             "to NaN)."
         )
     result = model.infer()
-    certainty = _certainty.certainty(_certainty.model_state(model), result)
-    return select_pseudo_labels(result.proba.argmax(1), certainty, unlabeled, fraction)
+    score = _certainty.pseudo_label_score(_certainty.model_state(model), result)
+    return select_pseudo_labels(result.proba.argmax(1), score, unlabeled, fraction)
 
 
 def training_labels(model: MMDynamics, chosen: PseudoLabels, index: pd.Index) -> pd.Series:
