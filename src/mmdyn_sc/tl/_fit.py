@@ -304,8 +304,8 @@ def fit(
         macro-F1 points to the inductive fit on BMMC cross-donor (3 seeds; chosen on those
         donors, so optimistic) and 0.9 points on pbmc10k (5 folds, interval includes 0),
         against totalVI, scANVI, CellTypist and a logistic regression. Its certainty
-        separates right from wrong query calls less well (AUROC 0.67 and 0.64 against 0.76
-        and 0.68 on BMMC, ``benchmarks/results/transductive_certainty.md``): the query cells
+        separates right from wrong query calls less well (AUROC 0.74 and 0.70 against 0.85
+        and 0.84 on BMMC, ``benchmarks/results/transductive_certainty.md``): the query cells
         it trained on no longer look novel. Not available with ``checkpoint_dir`` or a DDP
         strategy.
     pseudo_label_fraction
