@@ -364,6 +364,9 @@ def main(argv=None):
     parser.add_argument("--report", action="store_true",
                         help="only rewrite peers.md from peers.jsonl")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="rerun only these methods and replace their records in "
+                        "peers.jsonl (the others and the full run's wall time are kept)")
     args = parser.parse_args(argv)
     if args.report:
         records = [r for r in map(json.loads, RECORDS.read_text().splitlines())
@@ -376,9 +379,22 @@ def main(argv=None):
     os.environ.setdefault("MMDYN_SC_DATA_DIR", "/work/shared/data")
     todo = jobs(args.seeds, args.datasets)
     RECORDS.parent.mkdir(parents=True, exist_ok=True)
-    RECORDS.write_text("")
+    records, full_run_wall = [], None
+    if args.methods:
+        unknown = set(args.methods) - {job[3] for job in todo}
+        if unknown:
+            raise SystemExit(f"--methods: unknown {sorted(unknown)}; "
+                             f"methods: {sorted({job[3] for job in todo})}")
+        todo = [job for job in todo if job[3] in args.methods]
+        kept = [r for r in map(json.loads, RECORDS.read_text().splitlines())
+                if r["method"] not in args.methods]
+        RECORDS.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        records = [r for r in kept if "error" not in r]
+        wall = re.search(r"Wall time ([0-9.]+) min", REPORT.read_text())
+        full_run_wall = float(wall[1]) * 60 if wall else None
+    else:
+        RECORDS.write_text("")
     start = time.perf_counter()
-    records = []
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
         for done in pool.imap_unordered(run_job, todo):
             for record in done:
@@ -392,8 +408,11 @@ def main(argv=None):
                       f"{record['split']} seed {record['seed']} {record['method']}: "
                       f"macro F1 {record['f1_macro']:.3f} ({record['seconds']:.1f}s)",
                       flush=True)
-    REPORT.write_text(report(records, time.perf_counter() - start))
+    REPORT.write_text(report(records, full_run_wall if args.methods
+                             else time.perf_counter() - start))
     print(REPORT.read_text())
+    if args.methods:
+        print(f"reran {args.methods} in {(time.perf_counter() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":
