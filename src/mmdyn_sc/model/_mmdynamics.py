@@ -368,7 +368,7 @@ class MMDynamics(BaseModelClass):
             ``None``.
         batch_size
             Cells per minibatch; ``"auto"`` (the default): 128, or 32 when the model has an
-            image modality (:data:`~mmdyn_sc.model._recipes.IMAGE_BATCH_SIZE`); ``None``
+            image modality (too few steps at 128 let the patch gate shut); ``None``
             trains on every training cell in every step (full batch, recipe ``"paper"``).
         train_size
             Fraction of each class's labelled cells used for training (0.9); 1.0 (recipe

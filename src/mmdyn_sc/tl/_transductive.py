@@ -2,7 +2,7 @@
 
 A first fit on the labelled cells predicts the unlabelled ones. Per predicted class, the
 ``fraction`` of its unlabelled cells with the highest pseudo-label score
-(:func:`~mmdyn_sc.model._certainty.pseudo_label_score`: the certainty of 0.2.0, which asks
+(``model._certainty.pseudo_label_score``: the certainty of 0.2.0, which asks
 that the modalities' own classifiers agree) get that class as their pseudo-label, so that
 rare classes keep pseudo-labels too. A second
 fit, from scratch with the same seed, trains on the labelled and the pseudo-labelled cells;
