@@ -274,8 +274,8 @@ def pseudo_label_score(state: dict | None, result) -> np.ndarray:
     The certainty formula of 0.2.0: Platt-calibrated highest probability x modality
     agreement ** (1/4) x pooled novelty. Pseudo-labels are best taken from cells on which
     the modalities' own classifiers agree (as in co-training), even though that agreement
-    costs the certainty its ranking on a shifted donor: with the certainty itself the
-    transductive option lost its pbmc10k gain (macro F1 0.799 against 0.810,
+    costs the certainty its ranking on a shifted donor: ranked by the certainty itself the
+    transductive option lost its pbmc10k gain (macro F1 0.799 against 0.810; the notes of
     ``benchmarks/results/peers.md``).
     """
     if state is None:
