@@ -61,6 +61,10 @@ Usage::
         --method gxw_signed,ig_logsoftmax                                  # once, after it
     python benchmarks/explain.py --render-only  # rewrite results/explain.md from the JSON
     python benchmarks/explain.py --quick        # seed 0, s1d1, 30 epochs, nothing written
+    python benchmarks/explain.py --dataset bmmc --seeds 5 --n-fits 1 --transductive \
+        --bmmc-methods gate,package,package_direct \
+        --out benchmarks/results/explain_transductive.json \
+        --md benchmarks/results/explain_transductive.md   # issue 22: the transductive fit
 """
 
 from __future__ import annotations
@@ -545,17 +549,37 @@ def fit(train, seed, options, quick):
     return model, time.perf_counter() - t0
 
 
+def transductive_data(train, query):
+    """Training donor then query donor as one MuData; the query's labels are missing."""
+    from _data import stacked
+
+    both = stacked(train, query)
+    labels = np.concatenate([train.obs["cell_type"].astype(str).to_numpy(),
+                             np.full(query.n_obs, np.nan, dtype=object)])
+    both.obs["cell_type"] = pd.Categorical(labels,
+                                           categories=train.obs["cell_type"].cat.categories)
+    return both
+
+
 def run_split(train, query, seed, args, methods, markers, n_fits, c_grid):
-    """Everything for one (training set, seed)."""
+    """Everything for one (training set, seed).
+
+    With ``args.transductive`` the model is ``tl.fit(..., transductive=True)`` on the
+    training donor and the unlabelled query donor; every ranking, the sanity check and the
+    validation faithfulness use the training donor's training split only (no
+    pseudo-labelled query cell), as for the inductive fit.
+    """
     t_split = time.perf_counter()
-    train = train.copy()
-    model, fit_s = fit(train, seed, {}, args.quick)
+    train = transductive_data(train, query) if args.transductive else train.copy()
+    model, fit_s = fit(train, seed, {"transductive": True} if args.transductive else {},
+                       args.quick)
     net = Net(model)
     classes = net.classes
     n_classes = len(classes)
     codes = {c: i for i, c in enumerate(classes)}
     y_all = np.array([codes.get(str(v), -1) for v in train.obs["cell_type"].astype(str)])
     tr, va = np.asarray(model.train_indices), np.asarray(model.validation_indices)
+    tr = tr[y_all[tr] >= 0]  # transductive: leave out the pseudo-labelled query cells
     y_tr = y_all[tr]
     rec = {"seed": seed, "fit_seconds": fit_s, "n_train": int(len(tr)), "n_val": int(len(va)),
            "epochs": len(model.history["train_loss"])}
@@ -954,6 +978,8 @@ def main(argv=None):
                         help="rewrite results/explain.md (and the BMMC decision) from the JSON")
     parser.add_argument("--faith-rna", action="store_true",
                         help="also RNA faithfulness on validation cells (BMMC)")
+    parser.add_argument("--transductive", action="store_true",
+                        help="BMMC: fit with transductive=True, the other donor unlabelled")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     parser.add_argument("--raw-dir", type=Path, default=None,
                         help="also pickle the raw per-seed rankings into this folder")
@@ -1008,6 +1034,7 @@ def main(argv=None):
     for split, train, query, seed in jobs:
         if args.dataset == "pbmc10k":
             args.faith_rna = False
+            args.transductive = False
         rec, rk, classes, features = run_split(train, query, seed, args, methods, markers,
                                                n_fits, c_grid)
         rec["split"] = split if args.dataset == "bmmc" else "pbmc10k"

@@ -98,6 +98,11 @@ NOTES = """\
   choice made on these test folds and donors), and a
   second rerun with it reproduced every transductive record above bit for bit (those
   reruns' files were not kept).
+- **Explanations of the transductive fit** (`explain_transductive.md`, BMMC, 5 seeds x 2
+  donors): its default attribution meets and misses the same issue-18 targets as the
+  inductive fit's (protein P@5 0.438 vs Wilcoxon 0.391 and the regression 0.339: met;
+  protein stability 0.71 / 0.69: missed; faithfulness vs Wilcoxon: missed). Its certainty
+  ranks right vs wrong calls worse than the inductive fit's (`transductive_certainty.md`).
 """
 
 
