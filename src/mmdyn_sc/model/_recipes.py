@@ -101,16 +101,13 @@ def resolve_batch_size(batch_size, has_images: bool) -> int | None:
     ``"auto"``: :data:`IMAGE_BATCH_SIZE` with an image modality, else
     :data:`TABULAR_BATCH_SIZE`; a positive integer or ``None`` (full batch) as given.
     """
-    if isinstance(batch_size, str):
-        if batch_size != "auto":
-            raise ValueError(f"batch_size must be a positive integer, None (full batch) or "
-                             f"'auto', got {batch_size!r}.")
+    if batch_size == "auto":
         return IMAGE_BATCH_SIZE if has_images else TABULAR_BATCH_SIZE
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1
-                                   or int(batch_size) != batch_size):
-        raise ValueError(f"batch_size must be a positive integer, None (full batch) or "
-                         f"'auto', got {batch_size!r}.")
-    return batch_size
+    if batch_size is None or (not isinstance(batch_size, str | bool)
+                              and int(batch_size) == batch_size and int(batch_size) >= 1):
+        return batch_size
+    raise ValueError(f"batch_size must be a positive integer, None (full batch) or 'auto', "
+                     f"got {batch_size!r}.")
 
 #: The defaults of :class:`~mmdyn_sc.MMDynamics` and its ``train()``.
 DEFAULTS = RECIPES["default"]

@@ -39,6 +39,7 @@ def run_training(
     """The body of :meth:`~mmdyn_sc.MMDynamics.train` (see there for the options)."""
     if max_epochs is None or int(max_epochs) < 1:
         raise ValueError(f"max_epochs must be a positive integer, got {max_epochs}.")
+    batch_size = resolve_batch_size(batch_size, bool(model.images_))  # before any work
     labels = model.label_codes
     if (labels >= 0).sum() == 0:
         raise ValueError("No labelled cells to train on.")
@@ -58,7 +59,6 @@ def run_training(
             f"{model.modalities_}."
         )
     fit_preprocessing(model, train_idx)
-    batch_size = resolve_batch_size(batch_size, bool(model.images_))
     if batch_size is None:
         batch_size = len(train_idx)
     add_early_stopping(trainer_kwargs, early_stopping, early_stopping_patience,

@@ -110,6 +110,12 @@ def tcp_calibration(
             )
         pairs[mod] = (x[both], y[both])
 
+    if predicts_tcp:
+        y_label = "predicted TCP"
+    elif values == "confidence":
+        y_label = "confidence (predicts no TCP)"
+    else:
+        y_label = axis_label(mdata, key, values)
     fig, axes = new_panels(len(modalities), ax, panel_size=(4.0, 4.2))
     for panel, mod in zip(axes, modalities, strict=True):
         x, y = pairs[mod]
@@ -121,8 +127,7 @@ def tcp_calibration(
         panel.set_ylim(lo, hi)
         panel.set_aspect("equal")
         panel.set_xlabel("true TCP")
-        panel.set_ylabel("predicted TCP" if predicts_tcp else "confidence (predicts no TCP)"
-                         if values == "confidence" else axis_label(mdata, key, values))
+        panel.set_ylabel(y_label)
         error = f"relative error {relative_tcp_error(y, x):.3f}, " if predicts_tcp else ""
         panel.set_title(f"{mod}: {error}Spearman {spearman(x, y):.2f}\n"
                         f"{len(x)} {split or 'labelled'} cells")

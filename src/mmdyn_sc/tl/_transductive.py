@@ -2,10 +2,10 @@
 
 A first fit on the labelled cells predicts the unlabelled ones. Per predicted class, the
 ``fraction`` of its unlabelled cells with the highest pseudo-label score
-(``model._certainty.pseudo_label_score``: the certainty of 0.2.0, which asks
-that the modalities' own classifiers agree) get that class as their pseudo-label, so that
-rare classes keep pseudo-labels too. A second
-fit, from scratch with the same seed, trains on the labelled and the pseudo-labelled cells;
+(``model._certainty.pseudo_label_score``: the certainty of 0.2.0, which asks that the
+modalities' own classifiers agree) get that class as their pseudo-label, so that rare
+classes keep pseudo-labels too. A second fit, from scratch with the same seed, trains on
+the labelled and the pseudo-labelled cells;
 it validates, stops early and calibrates its certainty on labelled cells only. The labels of
 unlabelled cells are never read: they are missing, by definition of the query. Measured in
 ``benchmarks/results/peers.md``.
@@ -52,16 +52,16 @@ def check_transductive_options(fraction: float, checkpoint_dir, train_kwargs: di
                          "pseudo-labels would have to be shared between processes.")
 
 
-def select_pseudo_labels(predicted: np.ndarray, certainty: np.ndarray,
+def select_pseudo_labels(predicted: np.ndarray, score: np.ndarray,
                          unlabeled: np.ndarray, fraction: float) -> PseudoLabels:
-    """Per predicted class, the ``ceil(fraction * n)`` most certain of its ``n`` unlabelled cells.
+    """Per predicted class, the ``ceil(fraction * n)`` top-scored of its ``n`` unlabelled cells.
 
     Parameters
     ----------
     predicted
         Predicted class code per cell.
-    certainty
-        Certainty per cell (higher: more likely right).
+    score
+        Pseudo-label score per cell (higher: more likely right).
     unlabeled
         Boolean mask of the cells without a label.
     fraction
@@ -72,7 +72,7 @@ def select_pseudo_labels(predicted: np.ndarray, certainty: np.ndarray,
         cells = np.flatnonzero(unlabeled & (predicted == code))
         n_keep = math.ceil(fraction * len(cells))
         # stable order: ties keep the cells' order, so the choice is deterministic
-        order = np.argsort(-certainty[cells], kind="stable")
+        order = np.argsort(-score[cells], kind="stable")
         rows.append(cells[order[:n_keep]])
     rows = np.sort(np.concatenate(rows)) if rows else np.array([], dtype=int)
     return PseudoLabels(rows=rows, codes=predicted[rows], n_unlabeled=int(unlabeled.sum()))
