@@ -75,6 +75,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import sys
 import time
 import warnings
@@ -100,6 +101,14 @@ MODEL_METHODS = ("gate", "ig", "ig_logsoftmax", "gxi", "gxi_logsoftmax", "gxi_ma
 #: on the same training cells with its own defaults (at most 200 cells per predicted class,
 #: 16 integrated-gradients steps, partner correlation on the attributed cells).
 PACKAGE_METHODS = ("package", "package_direct")
+#: ``package_abs<T>`` / ``package_pos<T>``: the package's attribution with the partner credit
+#: of ``|r| >= T`` / ``r >= T`` (fourth round: which correlations make partners).
+PACKAGE_CREDIT = re.compile(r"^package_(abs|pos)(\d+(?:\.\d+)?)$")
+
+
+def is_package(method: str) -> bool:
+    """Whether ``method`` is computed by the package's own ``class_attribution``."""
+    return method in PACKAGE_METHODS or PACKAGE_CREDIT.match(method) is not None
 #: ``<method>_corr``: the class's mean attribution multiplied by the features' correlation
 #: matrix on the training cells, entries below ``CORR_MIN`` in absolute value set to 0
 #: (second round, added after the first round's results; explain_training.md): a
@@ -315,11 +324,11 @@ def model_rankings(nets, rows, methods, max_cells, seed, groups=None):
     g = groups[sub]
     pres = present.numpy() > 0
     out, seconds = {}, {}
-    for method in [m for m in methods if m in PACKAGE_METHODS]:
+    for method in [m for m in methods if is_package(m)]:
         t0 = time.perf_counter()
         out[method] = package_rankings(nets[0], rows, groups, method)
         seconds[method] = time.perf_counter() - t0
-    methods_left = [m for m in methods if m not in PACKAGE_METHODS]
+    methods_left = [m for m in methods if not is_package(m)]
     for method in sorted(methods_left, key=lambda m: m.endswith(CORR_SUFFIX)):  # bases first
         t0 = time.perf_counter()
         if method.endswith(CORR_SUFFIX):
@@ -353,10 +362,13 @@ def package_rankings(net, rows, groups, method):
     model = net.model
     predicted = np.full(model.adata.n_obs, -1, dtype=np.int64)
     predicted[rows] = groups
+    credit = PACKAGE_CREDIT.match(method)
+    options = {} if credit is None else {"min_correlation": float(credit.group(2)),
+                                         "positive_only": credit.group(1) == "pos"}
     trained = model.module
     model.module = net.module
     try:
-        result = class_attribution(model, model.adata, rows, predicted)
+        result = class_attribution(model, model.adata, rows, predicted, **options)
     finally:
         model.module = trained
     return result.direct if method == "package_direct" else result.grouped
@@ -920,6 +932,69 @@ def decide(summ):
     return {"rows": rows, "wilcoxon_faith_val": wil, "choice": choice}
 
 
+CREDIT_RULE = (
+    "Fourth-round rule (which correlations make partners; written before its run, BMMC "
+    "training/validation numbers only). Candidates: the `package_abs<T>` / `package_pos<T>` "
+    "rows (`package_abs0.5` is the 0.2.0 default). Eligible: (a) protein P@5 per donor >= "
+    "Wilcoxon's - 0.02 and >= the regression's (means over seeds); (b) the sanity check: "
+    "re-initialised weights, own groups, close >= 75 % of the gap to random; (c) BMMC RNA "
+    "Spearman and J@20 >= the regression's; (d) validation faithfulness above random (95 % "
+    "interval of AOK - random above 0). Among eligible candidates the highest protein "
+    "Spearman stability wins; within 0.01, the higher protein J@20.")
+
+
+def decide_credit(summ):
+    """The fourth-round choice among the partner-credit variants (:data:`CREDIT_RULE`)."""
+    cands = [m for m in summ if PACKAGE_CREDIT.match(m)]
+    if not cands:
+        return None
+    rnd = summ["random"]["prot@5:mean"]["overall"][0]
+    wil, lr = summ["wilcoxon"]["prot@5:mean"], summ["lr_ovr"]["prot@5:mean"]
+    lr_rna = summ["lr_ovr"]["stability:rna"]
+    rnd_faith = np.mean([summ["random"][f"faith:validation:{k}"] for k in KS], axis=0)
+    rows = []
+    for m in cands:
+        s = summ[m]
+        p5 = s["prot@5:mean"]
+        donors = [d for d in DONORS if d in p5]
+        p5_ok = all(p5[d][0] >= wil[d][0] - 0.02 and p5[d][0] >= lr[d][0] for d in donors)
+        gap = (p5["overall"][0] - s["sanity_p5_own_groups"]) / max(p5["overall"][0] - rnd, 1e-9)
+        rna = s["stability:rna"]
+        aok = np.mean([s[f"faith:validation:{k}"] for k in KS], axis=0)
+        lo = t_interval(aok - rnd_faith)[1]
+        rows.append({"method": m, "p5": {d: p5[d][0] for d in donors}, "p5_ok": p5_ok,
+                     "sanity_gap_closed": gap, "sanity_ok": gap >= 0.75,
+                     "rna_stability": list(rna),
+                     "rna_ok": rna[0] >= lr_rna[0] and rna[1] >= lr_rna[1],
+                     "faith_vs_random_low": lo, "faith_ok": lo > 0,
+                     "rho": s["stability:prot"][0], "jac": s["stability:prot"][1]})
+    eligible = [r for r in rows if r["p5_ok"] and r["sanity_ok"] and r["rna_ok"]
+                and r["faith_ok"]]
+    choice = None
+    if eligible:
+        best = max(r["rho"] for r in eligible)
+        near = [r for r in eligible if r["rho"] >= best - 0.01]
+        choice = sorted(near, key=lambda r: -r["jac"])[0]["method"]
+    return {"rows": rows, "choice": choice}
+
+
+def markdown_credit(dec):
+    yes = {True: "yes", False: "no"}
+    lines = ["### Decision among the partner-credit variants", "", CREDIT_RULE, "",
+             "| candidate | prot P@5 per donor (a) | sanity gap closed (b) | RNA Spearman / J@20 "
+             "(c) | faithfulness − random, lower 95 % bound (d) | prot Spearman | prot J@20 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in dec["rows"]:
+        p5 = " / ".join(f"{v:.3f}" for v in r["p5"].values())
+        lines.append(f"| {r['method']} | {p5} ({yes[r['p5_ok']]}) | "
+                     f"{r['sanity_gap_closed']:.2f} ({yes[r['sanity_ok']]}) | "
+                     f"{r['rna_stability'][0]:.3f} / {r['rna_stability'][1]:.3f} "
+                     f"({yes[r['rna_ok']]}) | {r['faith_vs_random_low']:+.3f} "
+                     f"({yes[r['faith_ok']]}) | {r['rho']:.3f} | {r['jac']:.3f} |")
+    lines += ["", f"Rule's choice: **{dec['choice']}**.", ""]
+    return "\n".join(lines)
+
+
 def markdown_decision(dec):
     lines = ["### Decision", "", DECISION_RULE, "",
              "| candidate | prot P@5 | validation faithfulness AOK (≥ Wilcoxon "
@@ -949,6 +1024,9 @@ def write_markdown(all_res, path, json_path=RESULTS_JSON):
     if "bmmc" in all_res:
         parts.append(markdown_bmmc(all_res["bmmc"]))
         parts.append(markdown_decision(decide(all_res["bmmc"]["summary"])))
+        credit = decide_credit(all_res["bmmc"]["summary"])
+        if credit is not None:
+            parts.append(markdown_credit(credit))
     if "pbmc10k" in all_res:
         parts.append(markdown_pbmc(all_res["pbmc10k"]))
     path.write_text("\n\n".join(parts) + "\n")
@@ -1076,6 +1154,9 @@ def main(argv=None):
     if args.dataset == "bmmc" and not args.quick:
         res["decision"] = decide(summary)
         text += "\n\n" + markdown_decision(res["decision"])
+        res["credit_decision"] = decide_credit(summary)
+        if res["credit_decision"] is not None:
+            text += "\n\n" + markdown_credit(res["credit_decision"])
     print(text)
     if args.quick:
         return

@@ -33,6 +33,8 @@ ATTRIBUTION_CELLS = 200
 IG_STEPS = 16
 #: |Pearson r| from which a feature shares the attribution of another (``grouped``).
 PARTNER_MIN_CORRELATION = 0.5
+#: Only positive correlations make partners (``r >= PARTNER_MIN_CORRELATION``).
+PARTNERS_POSITIVE_ONLY = False
 #: Above this many features, partners are sought among this many features with the
 #: largest direct attribution only (the exact sum costs features^2 x cells).
 MAX_PARTNERS = 5000
@@ -197,7 +199,8 @@ def attribution_blocks(model, aligned, rows: np.ndarray, target: np.ndarray | No
 
 def partner_credit(inputs: np.ndarray, values: np.ndarray,
                    min_correlation: float = PARTNER_MIN_CORRELATION,
-                   max_partners: int = MAX_PARTNERS, block: int = 1024) -> np.ndarray:
+                   max_partners: int = MAX_PARTNERS, block: int = 1024,
+                   positive_only: bool = PARTNERS_POSITIVE_ONLY) -> np.ndarray:
     """Each feature's value plus the values of its correlated partners, weighted by r.
 
     ``R @ values`` with R the Pearson correlation of ``inputs``' columns, |r| below
@@ -224,7 +227,7 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
     for start in range(0, d, block):
         stop = min(d, start + block)
         r = z[:, start:stop].T @ zp / n
-        r[np.abs(r) < min_correlation] = 0.0
+        r[(r if positive_only else np.abs(r)) < min_correlation] = 0.0
         # Each feature counts itself once, with weight 1 (also when constant).
         mine = np.flatnonzero((partners >= start) & (partners < stop))
         r[partners[mine] - start, mine] = 0.0
@@ -235,7 +238,9 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
 
 def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
                       max_cells: int = ATTRIBUTION_CELLS, n_steps: int = IG_STEPS,
-                      seed: int = 0) -> ClassAttribution | None:
+                      seed: int = 0, min_correlation: float = PARTNER_MIN_CORRELATION,
+                      positive_only: bool = PARTNERS_POSITIVE_ONLY
+                      ) -> ClassAttribution | None:
     """Per-class attribution over at most ``max_cells`` of ``rows`` per predicted class.
 
     ``rows`` are positions in ``aligned``; ``predicted`` the predicted class of every cell of
@@ -271,7 +276,8 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
         direct[:, counts[m] == 0] = np.nan
         x = np.concatenate(inputs[m]) if inputs[m] else np.zeros((0, direct.shape[0]))
         result.direct[mod] = direct
-        result.grouped[mod] = partner_credit(x, direct)
+        result.grouped[mod] = partner_credit(x, direct, min_correlation,
+                                             positive_only=positive_only)
         result.n_cells[mod] = counts[m].astype(np.int64)
     return result
 
