@@ -100,8 +100,9 @@ NOTES = """\
   reruns' files were not kept).
 - **Explanations of the transductive fit** (`explain_transductive.md`, BMMC, 5 seeds x 2
   donors): its default attribution meets and misses the same issue-18 targets as the
-  inductive fit's (protein P@5 0.438 vs Wilcoxon 0.391 and the regression 0.339: met;
-  protein stability 0.71 / 0.69: missed; faithfulness vs Wilcoxon: missed). Its certainty
+  inductive fit's (protein P@5 0.426 vs Wilcoxon 0.391 and the regression 0.339: met;
+  protein stability Spearman 0.86: missed, J@20 0.82: met; faithfulness vs Wilcoxon:
+  missed). Its certainty
   ranks right vs wrong calls worse than the inductive fit's (`transductive_certainty.md`).
 """
 

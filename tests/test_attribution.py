@@ -155,6 +155,22 @@ def test_partner_credit():
                                [1.0, r01, 0.5, 2.0])
 
 
+def test_partner_credit_positive_partners_only():
+    """Anti-correlated features share nothing by default; 0.2.0's |r| rule still available."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3))
+    x[:, 1] = -x[:, 0] + 0.1 * rng.normal(size=500)  # 1 falls when 0 rises
+    x[:, 2] = x[:, 0] + 2.0 * rng.normal(size=500)  # weakly with 0 (r about 0.45)
+    values = np.array([[1.0], [0.0], [0.0]])
+    r = np.corrcoef(x.T)
+    assert r[0, 1] < -0.9 and 0.2 < r[0, 2] < 0.5
+    np.testing.assert_allclose(partner_credit(x, values)[:, 0], [1.0, 0.0, r[0, 2]],
+                               rtol=1e-5)
+    np.testing.assert_allclose(
+        partner_credit(x, values, min_correlation=0.5, positive_only=False)[:, 0],
+        [1.0, r[0, 1], 0.0], rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------ tl.explain
 def test_explain_blocks_equal_the_whole_set_and_the_class_means(fitted, tmp_path):
     mdata, model = fitted[0]

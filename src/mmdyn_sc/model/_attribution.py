@@ -10,11 +10,13 @@ probability: the attributions of all tabular features of a cell sum to about
 the class's probability relative to an average training cell.
 
 The per-class summary (``grouped``) also credits each feature with the attribution of the
-features it moves with: ``A[f, c] = sum_j r[f, j] a[j, c]`` over the features j whose Pearson
-correlation with f (on the cells attributed) is at least :data:`PARTNER_MIN_CORRELATION` in
-absolute value, the feature itself included. A network that relies on one of several
-correlated markers then shows all of them; ``direct`` keeps the uncredited mean.
-Chosen by measurement in ``benchmarks/results/explain.md``.
+features it rises and falls with: ``A[f, c] = sum_j r[f, j] a[j, c]`` over the features j whose
+Pearson correlation with f (on the cells attributed) is at least
+:data:`PARTNER_MIN_CORRELATION`, the feature itself included (weight 1). A network that relies
+on one of several co-expressed markers then shows all of them, and the ranking no longer
+changes with which of them a fit happened to use; ``direct`` keeps the uncredited mean.
+Chosen by measurement in ``benchmarks/results/explain.md`` (positive partners from r = 0.2:
+fourth round; until 0.2.0 partners were ``|r| >= 0.5``, anti-correlated ones included).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from ._registry_keys import unpack_batch
 ATTRIBUTION_CELLS = 200
 #: Midpoint steps of the integrated-gradients path.
 IG_STEPS = 16
-#: |Pearson r| from which a feature shares the attribution of another (``grouped``).
-PARTNER_MIN_CORRELATION = 0.5
-#: Only positive correlations make partners (``r >= PARTNER_MIN_CORRELATION``).
-PARTNERS_POSITIVE_ONLY = False
+#: Pearson r from which a feature shares the attribution of another (``grouped``).
+PARTNER_MIN_CORRELATION = 0.2
+#: Only positive correlations make partners (``r >= PARTNER_MIN_CORRELATION``); ``False``:
+#: ``|r| >= PARTNER_MIN_CORRELATION`` (0.2.0's rule, with 0.5).
+PARTNERS_POSITIVE_ONLY = True
 #: Above this many features, partners are sought among this many features with the
 #: largest direct attribution only (the exact sum costs features^2 x cells).
 MAX_PARTNERS = 5000
@@ -203,8 +206,9 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
                    positive_only: bool = PARTNERS_POSITIVE_ONLY) -> np.ndarray:
     """Each feature's value plus the values of its correlated partners, weighted by r.
 
-    ``R @ values`` with R the Pearson correlation of ``inputs``' columns, |r| below
-    ``min_correlation`` set to 0 and the diagonal 1 (constant features: only themselves).
+    ``R @ values`` with R the Pearson correlation of ``inputs``' columns, r below
+    ``min_correlation`` set to 0 (``positive_only=False``: |r| below it) and the diagonal 1
+    (constant features: only themselves).
     ``inputs`` (n, d), ``values`` (d, C) with NaN columns kept NaN. Computed in blocks of
     rows of R (memory ``block x d``); with more than ``max_partners`` features only the
     ``max_partners`` with the largest |value| can be partners. Fewer than 2 cells:
@@ -291,7 +295,8 @@ def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS) -> dict:
         "n_steps": int(n_steps),
         "max_cells_per_class": int(max_cells),
         "cells": cells,
-        "grouped": f"credited to features with |Pearson r| >= {PARTNER_MIN_CORRELATION} on "
+        "grouped": f"credited to features with Pearson r >= {PARTNER_MIN_CORRELATION} on "
                    "the attributed cells",
         "partner_min_correlation": PARTNER_MIN_CORRELATION,
+        "partners": "positive correlations only",
     }

@@ -570,8 +570,8 @@ class MMDynamics(BaseModelClass):
         data's cells, all of them). Higher: more evidence for the class, in units of log
         probability relative to an average training cell. With ``grouped`` (the package's
         default explanation, what :func:`mmdyn_sc.tl.fit` stores), each feature is also
-        credited with the attribution of the features correlated with it (Pearson
-        ``|r| >= 0.5`` on the attributed cells), so that all of several redundant markers show;
+        credited with the attribution of the features that rise and fall with it (Pearson
+        ``r >= 0.2`` on the attributed cells), so that all of several co-expressed markers show;
         ``grouped=False`` gives the mean attribution itself. NaN for a class no cell was
         predicted as.
         """

@@ -374,8 +374,9 @@ def fit(
             in ``obsm[f"{key_added}_proba"]``; NaN for a class no attributed cell was predicted
             as). Integrated gradients of the log probability of a cell's predicted class, from
             the training mean of the input to the cell, averaged over the training cells
-            predicted as the class, then credited to the features correlated with each feature
-            (Pearson ``|r| >= 0.5``), so that every one of several redundant markers shows. Rank a
+            predicted as the class, then credited to the features that rise and fall with each
+            feature (Pearson ``r >= 0.2``), so that every one of several co-expressed markers
+            shows and the ranking depends less on which of them a fit used. Rank a
             class's column for its markers (:func:`mmdyn_sc.tl.rank_features`,
             :func:`mmdyn_sc.pl.attribution`). Chosen by measurement against Wilcoxon tests,
             regression coefficients and the gate values: ``benchmarks/results/explain.md``.
