@@ -1,6 +1,6 @@
 """Issue 19: is ``obs["mmdyn_certainty"]`` a probability you can act on?
 
-Four parts, all with the package defaults (``tl.fit(train, "cell_type", seed=s,
+Three parts, all with the package defaults (``tl.fit(train, "cell_type", seed=s,
 attribution=False)``), one torch thread per process:
 
 1. **Calibration, BMMC** (the 13 classes with >= 10 cells, as ``benchmarks/bmmc.py``): for each
@@ -26,9 +26,6 @@ attribution=False)``), one torch thread per process:
 4. **Whole lineages left out, BMMC** (report only): B cells, erythroid cells or monocytes removed
    from one donor's training cells, flagged among the other donor's cells (3 seeds, both
    directions); the regression as the peer (scANVI is not run here).
-
-Every job of every part runs in one pool of ``--jobs`` spawned worker processes (longest
-first), each job seeded on its own, so the numbers do not depend on the number of workers.
 
 Usage::
 
@@ -169,16 +166,11 @@ def lr_max_probability(train, query):
     return search.predict_proba(features(query)).max(1), float(c_value)
 
 
-_PBMC10K = []
-
-
 def pbmc10k_split(seed):
     """pbmc10k, its ``cell_type`` labels and the seed's stratified 2/3 - 1/3 split."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    if not _PBMC10K:
-        _PBMC10K.append(load_pbmc10k())
-    mdata = _PBMC10K[0]  # loaded once per process; every job copies what it changes
+    mdata = load_pbmc10k()
     y = mdata.obs["cell_type"].astype(str).to_numpy()
     tr, te = next(StratifiedShuffleSplit(1, train_size=2 / 3, random_state=seed)
                   .split(np.zeros(len(y)), y))
@@ -262,6 +254,25 @@ def unknown_job(args):
     return rec
 
 
+def unknown_records(seeds, classes, n_jobs, with_scanvi):
+    """Part 3: the mmdyn/regression jobs and the per-seed scANVI jobs, in one process pool.
+
+    The long scANVI jobs are submitted first so that the short ones fill the other worker.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: forking a process that already runs OpenMP threads is unsafe
+    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        peer = [pool.submit(scanvi_job, (s, classes)) for s in seeds] if with_scanvi else []
+        ours = [pool.submit(unknown_job, (s, h)) for s in seeds for h in classes]
+        records = [f.result() for f in ours]
+        scanvi = dict(f.result() for f in peer)
+    for rec in records:
+        rec.update(scanvi.get(rec["seed"], {}).get(rec["held"], {}))
+    return records
+
+
 # ============================================================================ BMMC lineages
 #: Part 4 (report only): whole lineages left out of BMMC training.
 LINEAGES = {"B cells": ("Naive CD20+ B IGKC-", "Naive CD20+ B IGKC+", "Transitional B"),
@@ -269,89 +280,38 @@ LINEAGES = {"B cells": ("Naive CD20+ B IGKC-", "Naive CD20+ B IGKC+", "Transitio
             "monocytes": ("CD14+ Mono",)}
 
 
-def lineage_job(args):
-    """Part 4 for one (seed, training donor): each lineage left out, flagged in the other donor."""
-    seed, train_donor = args
-    quiet_process(1)
+def lineage_records(seeds):
+    """Part 4: each lineage left out of one donor's training cells, flagged in the other."""
     import mmdyn_sc as ms
     from mmdyn_sc._calibration import auroc
 
-    mdata = bmmc_data()
+    mdata = load_bmmc()
     records = []
-    for lineage, members in LINEAGES.items():
-        labels = mdata.obs["cell_type"].astype(str)
-        train = mdata[(mdata.obs["batch"] == train_donor).to_numpy()
-                      & ~labels.isin(members).to_numpy()].copy()
-        train.obs["cell_type"] = train.obs["cell_type"].cat.remove_unused_categories()
-        query = mdata[(mdata.obs["batch"] != train_donor).to_numpy()].copy()
-        model = ms.tl.fit(train, "cell_type", seed=seed, enable_progress_bar=False,
-                          attribution=False)
-        ms.tl.predict(query, model, attribution=False)
-        positive = query.obs["cell_type"].astype(str).isin(members).to_numpy()
-        cert = query.obs["mmdyn_certainty"].to_numpy()
-        maxp = query.obsm["mmdyn_proba"].to_numpy().max(1)
-        lr_p, _ = lr_max_probability(train, query)
-        records.append({"seed": seed, "train": train_donor, "lineage": lineage,
-                        "n_positive": int(positive.sum()),
-                        "certainty": auroc(1 - cert, positive),
-                        "max_probability": auroc(1 - maxp, positive),
-                        "lr": auroc(1 - lr_p, positive)})
-        print(f"[lineage seed {seed} {train_donor} {lineage}] "
-              f"certainty {records[-1]['certainty']:.3f} max p "
-              f"{records[-1]['max_probability']:.3f} LR {records[-1]['lr']:.3f}", flush=True)
+    for seed in seeds:
+        for train_donor in DONORS:
+            for lineage, members in LINEAGES.items():
+                labels = mdata.obs["cell_type"].astype(str)
+                train = mdata[(mdata.obs["batch"] == train_donor).to_numpy()
+                              & ~labels.isin(members).to_numpy()].copy()
+                train.obs["cell_type"] = train.obs["cell_type"].cat.remove_unused_categories()
+                query = mdata[(mdata.obs["batch"] != train_donor).to_numpy()].copy()
+                model = ms.tl.fit(train, "cell_type", seed=seed, enable_progress_bar=False,
+                                  attribution=False)
+                ms.tl.predict(query, model, attribution=False)
+                positive = query.obs["cell_type"].astype(str).isin(members).to_numpy()
+                cert = query.obs["mmdyn_certainty"].to_numpy()
+                maxp = query.obsm["mmdyn_proba"].to_numpy().max(1)
+                lr_p, _ = lr_max_probability(train, query)
+                records.append({"seed": seed, "train": train_donor, "lineage": lineage,
+                                "n_positive": int(positive.sum()),
+                                "certainty": auroc(1 - cert, positive),
+                                "max_probability": auroc(1 - maxp, positive),
+                                "lr": auroc(1 - lr_p, positive)})
+                print(f"[lineage seed {seed} {train_donor} {lineage}] "
+                      f"certainty {records[-1]['certainty']:.3f} max p "
+                      f"{records[-1]['max_probability']:.3f} LR {records[-1]['lr']:.3f}",
+                      flush=True)
     return records
-
-
-def bmmc_job(seed):
-    """Parts 1-2 for one seed, in its own process."""
-    quiet_process(1)
-    r = bmmc_seed(bmmc_data(), seed)
-    print(f"[bmmc seed {seed}] ECE certainty {r['certainty']['ece']:.3f} max p "
-          f"{r['max_probability']['ece']:.3f}; AUROC {r['certainty']['auroc_correct']:.3f}"
-          f" vs {r['max_probability']['auroc_correct']:.3f}", flush=True)
-    return r
-
-
-_BMMC = []
-
-
-def bmmc_data():
-    """The prepared BMMC cells, loaded once per process."""
-    if not _BMMC:
-        _BMMC.append(load_bmmc())
-    return _BMMC[0]
-
-
-def run_parts(parts, seeds, unknown_seeds, classes, n_jobs, with_scanvi):
-    """Every job of ``parts`` in one pool of ``n_jobs`` spawned processes.
-
-    Longest first (scANVI, then the pbmc10k fits), so that the short BMMC jobs fill the
-    workers at the end. Returns ``{part: records}`` in the serial order.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn: forking a process that already runs OpenMP threads is unsafe
-    with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        peer = ([pool.submit(scanvi_job, (s, classes)) for s in unknown_seeds]
-                if "unknown" in parts and with_scanvi else [])
-        ours = ([pool.submit(unknown_job, (s, h)) for s in unknown_seeds for h in classes]
-                if "unknown" in parts else [])
-        bmmc = [pool.submit(bmmc_job, s) for s in seeds] if "bmmc" in parts else []
-        lineages = ([pool.submit(lineage_job, (s, d)) for s in unknown_seeds for d in DONORS]
-                    if "lineages" in parts else [])
-        out = {}
-        if "bmmc" in parts:
-            out["bmmc"] = [f.result() for f in bmmc]
-        if "lineages" in parts:
-            out["lineages"] = [r for f in lineages for r in f.result()]
-        if "unknown" in parts:
-            records = [f.result() for f in ours]
-            scanvi = dict(f.result() for f in peer)
-            for rec in records:
-                rec.update(scanvi.get(rec["seed"], {}).get(rec["held"], {}))
-            out["unknown"] = records
-    return out
 
 
 # ============================================================================ report
@@ -497,7 +457,7 @@ def main(argv=None):
     parser.add_argument("--unknown-seeds", type=int, default=3)
     parser.add_argument("--parts", default="bmmc,unknown,lineages")
     parser.add_argument("--no-scanvi", action="store_true")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (all parts)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes for part 3")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed-offset", type=int, default=0, metavar="K",
                         help="add K to every seed (a confirmation on seeds never looked at)")
@@ -511,11 +471,23 @@ def main(argv=None):
     t0 = time.perf_counter()
     parts = args.parts.split(",")
     unknown_seeds = [s + args.seed_offset for s in range(args.unknown_seeds)]
-    classes = (["NK cells"] if args.quick else sorted(
-        load_pbmc10k().obs["cell_type"].astype(str).unique())) if "unknown" in parts else []
-    res = run_parts(parts, [0] if args.quick else args.seeds,
-                    [0] if args.quick else unknown_seeds, classes, args.jobs,
-                    not args.no_scanvi)
+    res = {}
+    if "bmmc" in parts:
+        mdata = load_bmmc()
+        res["bmmc"] = []
+        for seed in ([0] if args.quick else args.seeds):
+            res["bmmc"].append(bmmc_seed(mdata, seed))
+            r = res["bmmc"][-1]
+            print(f"[bmmc seed {seed}] ECE certainty {r['certainty']['ece']:.3f} max p "
+                  f"{r['max_probability']['ece']:.3f}; AUROC {r['certainty']['auroc_correct']:.3f}"
+                  f" vs {r['max_probability']['auroc_correct']:.3f}", flush=True)
+    if "lineages" in parts:
+        res["lineages"] = lineage_records([0] if args.quick else unknown_seeds)
+    if "unknown" in parts:
+        classes = ["NK cells"] if args.quick else sorted(
+            load_pbmc10k().obs["cell_type"].astype(str).unique())
+        seeds = [0] if args.quick else unknown_seeds
+        res["unknown"] = unknown_records(seeds, classes, args.jobs, not args.no_scanvi)
     command = "python benchmarks/confidence.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     meta = {"command": command.strip(), "date": time.strftime("%Y-%m-%d"),
