@@ -130,14 +130,14 @@ class Key:
             """Per-class attribution (the default explanation), DataFrame features x classes.
 
             Integrated gradients of the log probability of the predicted class, averaged
-            per predicted class and credited to correlated features; see
+            per predicted class and credited to co-expressed features; see
             :meth:`mmdyn_sc.MMDynamics.get_attribution`. Columns as in :meth:`Key.obsm.proba`.
             """
             return f"{key}_attribution"
 
         @staticmethod
         def attribution_direct(key: str = DEFAULT_KEY) -> str:
-            """The same per-class attribution without the credit to correlated features."""
+            """The same per-class attribution without the credit to co-expressed features."""
             return f"{key}_attribution_direct"
 
     class var:

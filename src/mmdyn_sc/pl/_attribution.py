@@ -65,7 +65,7 @@ def attribution(
         order; original names such as ``"MK/E prog"``).
     values
         ``"attribution"`` (default), ``"attribution_direct"`` (without the credit to
-        correlated features) or ``"feature_weights"`` (the mean gate values of the study).
+        co-expressed features) or ``"feature_weights"`` (the mean gate values of the study).
     key
         The fit's ``key_added``.
     gene_symbols

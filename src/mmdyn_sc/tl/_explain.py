@@ -128,7 +128,7 @@ def explain(
     (negative) that log probability. Summed over the features of all tabular modalities it
     is about ``log p(prediction | cell) - log p(prediction | average cell)``. These are the
     cell-level values that :func:`mmdyn_sc.tl.fit` averages into
-    ``varm["mmdyn_attribution_direct"]`` (without the credit to correlated features).
+    ``varm["mmdyn_attribution_direct"]`` (without the credit to co-expressed features).
 
     Parameters
     ----------

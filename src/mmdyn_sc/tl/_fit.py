@@ -381,7 +381,7 @@ def fit(
             :func:`mmdyn_sc.pl.attribution`). Chosen by measurement against Wilcoxon tests,
             regression coefficients and the gate values: ``benchmarks/results/explain.md``.
         ``mdata[mod].varm[f"{key_added}_attribution_direct"]``
-            The same mean attribution without the credit to correlated features: what the
+            The same mean attribution without the credit to co-expressed features: what the
             network itself responds to (deleting a class's top features costs it more recall).
         ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
             Image modalities, with FI: the patch gate of every imaged cell, float32 array
