@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 import mmdyn_sc as ms  # noqa: E402
 from mmdyn_sc._keys import Key  # noqa: E402
+from mmdyn_sc._names import original_names  # noqa: E402
 from mmdyn_sc.model._attribution import baselines, partner_credit  # noqa: E402
 
 #: Enough epochs for the synthetic classes to be learnt; attribution on (FAST turns it off).
@@ -267,6 +268,12 @@ def test_pl_attribution_shows_each_class_top_features(fitted, synth_truth, plott
     fig = ms.pl.attribution(mdata, "prot", n_top=3, return_fig=True)
     texts = {t.get_text() for a in fig.axes for t in a.texts + a.get_yticklabels()}
     assert "MK/E prog" in texts  # original class names
+    # each row says how many cells its class's attribution averages
+    stored = mdata.uns["mmdyn"]["attribution"]["n_cells"]["prot"]
+    counts = dict(zip(original_names(list(stored), mdata.uns["mmdyn"]["classes"]),
+                      stored.values(), strict=True))
+    assert counts["MK/E prog"] > 1
+    assert f"MK/E prog ({counts['MK/E prog']} cells)" in texts
     axes = ms.pl.attribution(mdata, "prot", n_top=2, classes=["type_1", "MK/E prog"],
                              standard_scale="var", show=False)
     labels = [t.get_text() for t in axes["mainplot_ax"].get_xticklabels()]
@@ -280,6 +287,18 @@ def test_pl_attribution_shows_each_class_top_features(fitted, synth_truth, plott
         ms.pl.attribution(mdata, "prot", classes=["nope"], show=False)
     with pytest.raises(ValueError, match="values must be one of"):
         ms.pl.attribution(mdata, "prot", values="gate", show=False)
+
+
+def test_pl_attribution_row_labels_count_cells():
+    from mmdyn_sc.pl._attribution import row_labels
+
+    record = {"classes": ["a", "b/c", "d"],
+              "attribution": {"n_cells": {"prot": {"a": 1, "b_c": 7}}}}
+    labels = row_labels(["a", "b/c", "d"], record, "prot")
+    # "d": no count stored (a fit saved before the counts) keeps its bare name
+    assert labels[0] == "a (1 cell)" and labels[2] == "d"
+    assert labels[1] == "b/c (7 cells)"  # stored under its safe name
+    assert row_labels(["a"], {}, "prot") == ["a"]
 
 
 def test_trimodal_attribution_keeps_images_as_they_are(synth_trimodal):

@@ -19,6 +19,27 @@ TITLES = {"attribution": "attribution\n(log-prob.)",
           "feature_weights": "mean gate value"}
 
 
+#: ``values`` that are means over the cells predicted as each class (their counts are shown).
+AVERAGED = ("attribution", "attribution_direct")
+
+
+def row_labels(classes: Sequence[str], record: dict, modality: str) -> list[str]:
+    """Each class with the number of cells its attribution averages, ``"NK (16 cells)"``.
+
+    From ``uns[key]["attribution"]["n_cells"][modality]``; a class without a count (a fit
+    saved before the counts were stored) keeps its bare name.
+    """
+    stored = record.get("attribution", {}).get("n_cells", {}).get(modality, {})
+    # keys as stored are the safe names of the classes (h5mu keys cannot hold "/")
+    counts = dict(zip(original_names(list(stored), record.get("classes", [])),
+                      stored.values(), strict=True))
+    labels = []
+    for c in classes:
+        n = counts.get(c)
+        labels.append(c if n is None else f"{c} ({int(n)} cell{'' if int(n) == 1 else 's'})")
+    return labels
+
+
 def top_features(table: pd.DataFrame, classes: Sequence[str], n_top: int) -> dict[str, list]:
     """Each class's ``n_top`` features with the highest values (NaN never), best first."""
     return {c: list(table[c].dropna().sort_values(ascending=False, kind="stable")
@@ -50,7 +71,9 @@ def attribution(
     the class, as :func:`scanpy.pl.rank_genes_groups_matrixplot` draws a Wilcoxon test's top
     genes. A feature high for its own class and low (blue) for the others is a marker as the
     model uses it; compare with ``sc.tl.rank_genes_groups`` on the same cells, which ranks
-    by expression difference alone.
+    by expression difference alone. Each row names the number of cells its class's values
+    average (``uns[key]["attribution"]["n_cells"]``): read a class averaged over a handful of
+    cells with care.
 
     Parameters
     ----------
@@ -125,9 +148,10 @@ def attribution(
     table = table.loc[~table.index.duplicated()]
     chosen = top_features(table, classes, n_top)
     features = list(dict.fromkeys(f for fs in chosen.values() for f in fs))
+    rows = row_labels(classes, record, modality) if values in AVERAGED else list(classes)
     grid = ad.AnnData(
         X=table.loc[features, classes].to_numpy(dtype=np.float32).T,
-        obs=pd.DataFrame({"class": pd.Categorical(classes, categories=classes)},
+        obs=pd.DataFrame({"class": pd.Categorical(rows, categories=rows)},
                          index=[f"class{i}" for i in range(len(classes))]),
         var=pd.DataFrame(index=pd.Index(features)),
     )
