@@ -13,8 +13,8 @@ The per-class summary (``grouped``) also credits each feature with the attributi
 features it rises and falls with: ``A[f, c] = sum_j r[f, j] a[j, c]`` over the features j whose
 Pearson correlation with f (on the cells attributed) is at least
 :data:`PARTNER_MIN_CORRELATION`, the feature itself included (weight 1). A network that relies
-on one of several co-expressed markers then shows all of them, and the ranking no longer
-changes with which of them a fit happened to use; ``direct`` keeps the uncredited mean.
+on one of several co-expressed markers then shows all of them, and the ranking depends less
+on which of them a fit happened to use; ``direct`` keeps the uncredited mean.
 Chosen by measurement in ``benchmarks/results/explain.md`` (positive partners from r = 0.2:
 fourth round; until 0.2.0 partners were ``|r| >= 0.5``, anti-correlated ones included).
 """
@@ -295,8 +295,9 @@ def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS) -> dict:
         "n_steps": int(n_steps),
         "max_cells_per_class": int(max_cells),
         "cells": cells,
-        "grouped": f"credited to features with Pearson r >= {PARTNER_MIN_CORRELATION} on "
-                   "the attributed cells",
+        "grouped": f"credited to features with Pearson {'r' if PARTNERS_POSITIVE_ONLY else '|r|'}"
+                   f" >= {PARTNER_MIN_CORRELATION} on the attributed cells",
         "partner_min_correlation": PARTNER_MIN_CORRELATION,
-        "partners": "positive correlations only",
+        "partners": ("positive correlations only" if PARTNERS_POSITIVE_ONLY
+                     else "positive and negative correlations"),
     }
