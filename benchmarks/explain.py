@@ -792,6 +792,16 @@ def summarise(records, rankings, methods_order):
     return summary
 
 
+def aok_per_seed(s, where):
+    """Per seed, the recall drop of a method's summary ``s`` averaged over k (area over k)."""
+    return np.mean([s[f"faith:{where}:{k}"] for k in KS], axis=0)
+
+
+def gap_closed(p5, sanity_p5, random_p5):
+    """Share of a method's gap to random P@5 that re-initialised weights close (sanity)."""
+    return (p5 - sanity_p5) / max(p5 - random_p5, 1e-9)
+
+
 # ============================================================================ markdown
 def _pm(pair, digits=3):
     return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
@@ -844,13 +854,13 @@ def markdown_bmmc(res):
         lines.append("| method | k=5 | k=10 | k=20 | AOK | AOK − Wilcoxon [95 % CI] | "
                      "AOK − random [95 % CI] | p(c) drop AOK |")
         lines.append("|---|---|---|---|---|---|---|---|")
-        wil = np.mean([summ["wilcoxon"][f"faith:{where}:{k}"] for k in KS], axis=0)
-        rnd = np.mean([summ["random"][f"faith:{where}:{k}"] for k in KS], axis=0)
+        wil = aok_per_seed(summ["wilcoxon"], where)
+        rnd = aok_per_seed(summ["random"], where)
         for n in names:
             s = summ[n]
             if f"faith:{where}:5" not in s:
                 continue
-            aok = np.mean([s[f"faith:{where}:{k}"] for k in KS], axis=0)
+            aok = aok_per_seed(s, where)
             aokp = np.mean([s[f"faithp:{where}:{k}"] for k in KS], axis=0)
             dw = t_interval(aok - wil)
             dr = t_interval(aok - rnd)
@@ -917,8 +927,8 @@ def decide(summ):
         s = summ[m]
         p5 = s["prot@5:mean"]["overall"][0]
         faith = float(np.mean([np.mean(s[f"faith:validation:{k}"]) for k in KS]))
-        gap = (p5 - s["sanity_p5_own_groups"]) / max(p5 - rnd, 1e-9)
-        gap_fixed = (p5 - s["sanity_p5"]) / max(p5 - rnd, 1e-9)
+        gap = gap_closed(p5, s["sanity_p5_own_groups"], rnd)
+        gap_fixed = gap_closed(p5, s["sanity_p5"], rnd)
         rows.append({"method": m, "p5": p5, "faith_val": faith, "faith_ok": faith >= wil,
                      "sanity_gap_closed": gap, "sanity_gap_closed_fixed_groups": gap_fixed,
                      "sanity_ok": gap >= 0.75, "rho": s["stability:prot"][0],
@@ -951,16 +961,16 @@ def decide_credit(summ):
     rnd = summ["random"]["prot@5:mean"]["overall"][0]
     wil, lr = summ["wilcoxon"]["prot@5:mean"], summ["lr_ovr"]["prot@5:mean"]
     lr_rna = summ["lr_ovr"]["stability:rna"]
-    rnd_faith = np.mean([summ["random"][f"faith:validation:{k}"] for k in KS], axis=0)
+    rnd_faith = aok_per_seed(summ["random"], "validation")
     rows = []
     for m in cands:
         s = summ[m]
         p5 = s["prot@5:mean"]
         donors = [d for d in DONORS if d in p5]
         p5_ok = all(p5[d][0] >= wil[d][0] - 0.02 and p5[d][0] >= lr[d][0] for d in donors)
-        gap = (p5["overall"][0] - s["sanity_p5_own_groups"]) / max(p5["overall"][0] - rnd, 1e-9)
+        gap = gap_closed(p5["overall"][0], s["sanity_p5_own_groups"], rnd)
         rna = s["stability:rna"]
-        aok = np.mean([s[f"faith:validation:{k}"] for k in KS], axis=0)
+        aok = aok_per_seed(s, "validation")
         lo = t_interval(aok - rnd_faith)[1]
         rows.append({"method": m, "p5": {d: p5[d][0] for d in donors}, "p5_ok": p5_ok,
                      "sanity_gap_closed": gap, "sanity_ok": gap >= 0.75,
