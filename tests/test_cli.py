@@ -98,6 +98,10 @@ def test_fit_command(fitted):
     assert annotated.uns["mmdyn"]["train_params"]["max_epochs"] == 3
     assert annotated.uns["mmdyn"]["train_params"]["seed"] == 1
     assert "mmdyn_attribution" in annotated["prot"].varm  # on by default
+    # the credit rule (positive partners) is recorded and survives the h5mu file
+    rule = annotated.uns["mmdyn"]["attribution"]
+    assert rule["partners"] == "positive correlations only"
+    assert rule["partner_min_correlation"] == pytest.approx(0.2)
 
 
 def test_predict_command_matches_loaded_model(fitted, donor_files):
