@@ -134,6 +134,19 @@ def test_copy_semantics(synth_batches, synth_fitted, fast):
     assert _digest(out) == _digest(query)
 
 
+def test_copy_of_a_subset_whose_obs_index_lost_its_name(synth_fitted):
+    """``mdata[cells].copy()`` drops ``.obs``' index name (pbmc10k's "barcode") but not the
+    modalities'; mudata 0.3 then could not copy it without pulling columns."""
+    _, query, model = synth_fitted
+    for adata in query.mod.values():
+        adata.obs.index.name = "barcode"
+    query.obs.index.name = None
+    out = ms.tl.predict(query, model, copy=True, attribution=False)
+    assert out.obs.index.name is None and query.obs.index.name is None
+    assert all(a.obs.index.name == "barcode" for a in (*out.mod.values(), *query.mod.values()))
+    assert "mmdyn_proba" in out.obsm and "mmdyn_proba" not in query.obsm
+
+
 @pytest.mark.parametrize("fi", [True, False])
 @pytest.mark.parametrize("mi", [True, False])
 def test_fi_mi_ablations_train(synth, fi, mi, fast):

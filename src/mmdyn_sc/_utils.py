@@ -33,9 +33,27 @@ def layer_names(adata) -> list[str]:
 
 
 def copy_mudata(mdata):
-    """``mdata.copy()`` without mudata 0.3 pulling modality columns into the copy's ``.obs``."""
-    with mudata_options():
-        return mdata.copy()
+    """``mdata.copy()`` without mudata 0.3 pulling modality columns into the copy's ``.obs``.
+
+    mudata 0.3 cannot copy (without pulling) a MuData whose ``.obs`` index is named unlike
+    its modalities' (``mdata[cells].copy()`` drops the name, e.g. ``"barcode"``, from
+    ``.obs`` but not from the modalities): the index is given the modalities' name for the
+    copy, and both ``mdata`` and the copy get the name back that ``mdata`` had.
+    """
+    names = {a.obs.index.name for a in mdata.mod.values()}
+    name = mdata.obs.index.name
+    renamed = len(names) == 1 and name not in names
+    try:
+        if renamed:
+            mdata.obs.index.name = next(iter(names))
+        with mudata_options():
+            copied = mdata.copy()
+    finally:
+        if renamed:
+            mdata.obs.index.name = name
+    if renamed:
+        copied.obs.index.name = name
+    return copied
 
 
 def history_to_arrays(history) -> dict:
