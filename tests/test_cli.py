@@ -80,7 +80,8 @@ def fitted(donor_files):
     done = _cli("fit", donor_files["s1d1"], "--labels", "cell_type",
                 "--modalities", "rna", "prot",
                 "--layers", "rna=mmdyn_prepared", "prot=mmdyn_prepared",
-                "--max-epochs", "3", "--seed", "1", "--model-dir", model_dir, "--out", out)
+                "--max-epochs", "3", "--seed", "1", "--n-fits", "2",
+                "--model-dir", model_dir, "--out", out)
     return done, model_dir, out
 
 
@@ -102,6 +103,7 @@ def test_fit_command(fitted):
     rule = annotated.uns["mmdyn"]["attribution"]
     assert rule["partners"] == "positive correlations only"
     assert rule["partner_min_correlation"] == pytest.approx(0.2)
+    assert rule["n_fits"] == 2  # --n-fits: the attribution of two fits, averaged
 
 
 def test_predict_command_matches_loaded_model(fitted, donor_files):
@@ -289,7 +291,8 @@ def _fit_in_process(path, **options):
 
 
 def test_fit_is_bit_identical_across_processes(fitted, donor_files):
-    """The CLI's fit (another process) and an in-process fit: the same weights, bit for bit."""
+    """The CLI's fit (another process) and an in-process fit: the same weights, bit for bit
+    (the CLI's extra fit, ``--n-fits 2``, changes only the attribution)."""
     import torch
 
     from mmdyn_sc import MMDynamics
@@ -297,7 +300,9 @@ def test_fit_is_bit_identical_across_processes(fitted, donor_files):
     done, model_dir, out = fitted
     assert done.returncode == 0, done.stderr[-3000:]
     mdata, model = _fit_in_process(donor_files["s1d1"], max_epochs=3, seed=1)
-    other = MMDynamics.load(str(model_dir), mdata).module.state_dict()
+    loaded = MMDynamics.load(str(model_dir), mdata)
+    assert len(loaded.attribution_members_) == 1  # --n-fits 2 kept its extra fit
+    other = loaded.module.state_dict()
     mine = model.module.state_dict()
     assert mine.keys() == other.keys()
     unequal = [k for k in mine if not torch.equal(mine[k], other[k])]

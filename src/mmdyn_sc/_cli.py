@@ -139,6 +139,8 @@ def fit_command(args: argparse.Namespace) -> int:
         options["image_options"] = {"patch_size": args.patch_size}
     if args.transductive:
         options["transductive"] = True
+    if args.n_fits is not None:
+        options["n_fits"] = args.n_fits
     if args.checkpoint_dir is not None:
         options.update(checkpoint_dir=str(args.checkpoint_dir), resume=args.resume,
                        checkpoint_every_n_epochs=args.checkpoint_every or 10)
@@ -327,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let the cells without a label (the query) shape the model: "
                        "the most certain of them get pseudo-labels and the model is fitted "
                        "again (about twice the time; see tl.fit)")
+    p_fit.add_argument("--n-fits", type=int, metavar="K",
+                       help="average the per-class attribution over K fits that differ only "
+                       "in seed: steadier across seeds, K times the training; predictions "
+                       "come from the first fit (default: 1)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")

@@ -14,7 +14,8 @@ features it rises and falls with: ``A[f, c] = sum_j r[f, j] a[j, c]`` over the f
 Pearson correlation with f (on the cells attributed) is at least
 :data:`PARTNER_MIN_CORRELATION`, the feature itself included (weight 1). A network that relies
 on one of several co-expressed markers then shows all of them, and the ranking depends less
-on which of them a fit happened to use; ``direct`` keeps the uncredited mean.
+on which of them a fit happened to use; ``direct`` keeps the uncredited mean. A model with
+extra fits (``tl.fit(n_fits=)``) averages their attributions with its own.
 Chosen by measurement in ``benchmarks/results/explain.md`` (positive partners from r = 0.2:
 fourth round; until 0.2.0 partners were ``|r| >= 0.5``, anti-correlated ones included).
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._attribution_members import member_modules
 from ._registry_keys import unpack_batch
 
 #: Cells attributed per predicted class in the per-class summary (a random sample above it).
@@ -144,14 +146,14 @@ def integrated_gradients(module, xs: Sequence[torch.Tensor], present: torch.Tens
     return out
 
 
-def eval_batches(model, aligned, rows: np.ndarray | None, batch_size: int
-                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+def eval_batches(model, aligned, rows: np.ndarray | None, batch_size: int,
+                 module=None) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
     """``(inputs per modality, presence)`` of ``rows`` of ``aligned`` (all: ``None``), in order.
 
-    Minibatches of ``batch_size`` on the module's device, the module in eval mode until the
-    iteration ends (its mode is then restored).
+    Minibatches of ``batch_size`` on the device of ``module`` (default: ``model.module``),
+    which is in eval mode until the iteration ends (its mode is then restored).
     """
-    module = model.module
+    module = model.module if module is None else module
     was_training = module.training
     module.eval()
     device = module.device
@@ -168,7 +170,7 @@ def eval_batches(model, aligned, rows: np.ndarray | None, batch_size: int
 
 
 def attribution_blocks(model, aligned, rows: np.ndarray, target: np.ndarray | None,
-                       n_steps: int = IG_STEPS, batch_size: int = IG_BATCH
+                       n_steps: int = IG_STEPS, batch_size: int = IG_BATCH, module=None
                        ) -> Iterator[tuple[slice, list[np.ndarray | None], np.ndarray, list,
                                            np.ndarray]]:
     """Per-cell attributions of ``rows`` of ``aligned`` for the classes ``target``, by block.
@@ -176,13 +178,14 @@ def attribution_blocks(model, aligned, rows: np.ndarray, target: np.ndarray | No
     ``target=None``: each cell's predicted class. Yields ``(positions in rows, attributions
     per modality (b, d) or None, presence (b, M), inputs per modality (b, d) or None, fused
     class probabilities (b, C))``. Peak memory: ``batch_size x n_steps`` rows of every
-    modality's input and its gradient.
+    modality's input and its gradient. ``module``: the network attributed (default
+    ``model.module``; an extra fit's, see :mod:`._attribution_members`).
     """
-    module = model.module
+    module = model.module if module is None else module
     device = module.device
     base = baselines(model, device)
     start = 0
-    for xs, present in eval_batches(model, aligned, rows, batch_size):
+    for xs, present in eval_batches(model, aligned, rows, batch_size, module):
         n = present.shape[0]
         with torch.no_grad():
             proba = torch.softmax(module(xs, present)["fused_logits"], 1)
@@ -249,8 +252,10 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
 
     ``rows`` are positions in ``aligned``; ``predicted`` the predicted class of every cell of
     ``aligned``. Each cell is attributed for its predicted class; a class's column is the mean
-    over its cells that have the modality (NaN without any). ``None`` for a model without
-    tabular modalities (an image's explanation is its heatmap).
+    over its cells that have the modality (NaN without any). A model trained with extra fits
+    (``tl.fit(n_fits=)``, :mod:`._attribution_members`) averages every fit's attribution of
+    the same cells for the same classes before the partner credit. ``None`` for a model
+    without tabular modalities (an image's explanation is its heatmap).
     """
     check_attribution_options(True, max_cells)
     n_classes = len(model.classes_)
@@ -264,19 +269,22 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
             for m in tabular}
     counts = {m: np.zeros(n_classes) for m in tabular}
     inputs = {m: [] for m in tabular}
-    for where, values, present, xs, _ in attribution_blocks(model, aligned, chosen, target,
-                                                             n_steps):
-        one_hot = np.eye(n_classes)[target[where]]
-        for m in tabular:
-            members = one_hot * present[:, m:m + 1]
-            sums[m] += values[m].T.astype(np.float64) @ members
-            counts[m] += members.sum(0)
-            inputs[m].append(xs[m][present[:, m]])
+    networks = [model.module, *member_modules(model)]
+    for first, network in zip([True] + [False] * (len(networks) - 1), networks, strict=True):
+        for where, values, present, xs, _ in attribution_blocks(
+                model, aligned, chosen, target, n_steps, module=network):
+            one_hot = np.eye(n_classes)[target[where]]
+            for m in tabular:
+                members = one_hot * present[:, m:m + 1]
+                sums[m] += values[m].T.astype(np.float64) @ members
+                if first:  # the same cells for every network
+                    counts[m] += members.sum(0)
+                    inputs[m].append(xs[m][present[:, m]])
     result = ClassAttribution()
     for m in tabular:
         mod = model.modalities_[m]
         with np.errstate(invalid="ignore", divide="ignore"):
-            direct = sums[m] / counts[m][None, :]
+            direct = sums[m] / (counts[m][None, :] * len(networks))
         direct[:, counts[m] == 0] = np.nan
         x = np.concatenate(inputs[m]) if inputs[m] else np.zeros((0, direct.shape[0]))
         result.direct[mod] = direct
@@ -286,8 +294,12 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
     return result
 
 
-def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS) -> dict:
-    """What ``uns[key]["attribution"]`` records about the computation."""
+def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS, n_fits: int = 1) -> dict:
+    """What ``uns[key]["attribution"]`` records about the computation.
+
+    ``n_fits``: the fits whose attributions were averaged (the model's own and its extra
+    fits, ``tl.fit(n_fits=)``).
+    """
     return {
         "method": "integrated_gradients",
         "target": "log_softmax of the fused classifier at the predicted class",
@@ -300,4 +312,5 @@ def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS) -> dict:
         "partner_min_correlation": PARTNER_MIN_CORRELATION,
         "partners": ("positive correlations only" if PARTNERS_POSITIVE_ONLY
                      else "positive and negative correlations"),
+        "n_fits": int(n_fits),
     }

@@ -573,7 +573,8 @@ class MMDynamics(BaseModelClass):
         credited with the attribution of the features that rise and fall with it (Pearson
         ``r >= 0.2`` on the attributed cells), so that all of several co-expressed markers show;
         ``grouped=False`` gives the mean attribution itself. NaN for a class no cell was
-        predicted as.
+        predicted as. A model fitted with ``n_fits > 1`` averages its extra fits'
+        attributions of the same cells (``attribution_members_``).
         """
         n_obs = (self.adata if mdata is None else mdata).n_obs
         result = self.infer(mdata, batch_size, attribution_rows=np.arange(n_obs),

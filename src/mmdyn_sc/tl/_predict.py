@@ -10,6 +10,7 @@ from .._keys import DEFAULT_KEY, SPLIT_QUERY, Key
 from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
+from ..model._attribution_members import n_fits_of
 from ..model._seeding import kept_random_state
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
@@ -78,7 +79,9 @@ def predict(
         see :func:`mmdyn_sc.tl.fit`) on at most ``attribution_cells`` query cells per
         predicted class (200 by default; a fixed random sample) and, with an image modality,
         the patch attribution of every imaged cell (``obsm[f"{key_added}_attribution"]`` of
-        the image modality). ``False`` skips it.
+        the image modality). A model fitted with ``n_fits > 1`` averages the per-class
+        attribution over the same fits (``uns[key_added]["attribution"]["n_fits"]``).
+        ``False`` skips it.
     attribution_cells
         See ``attribution``.
 
@@ -119,7 +122,8 @@ def predict(
         uns["unknown_threshold"] = float(unknown_threshold)
     write_results(target, model, result, key_added, split, label_codes, uns,
                   unknown_threshold=unknown_threshold,
-                  attribution=describe(attribution_cells, "query") if attribution else None,
+                  attribution=describe(attribution_cells, "query", n_fits=n_fits_of(model))
+                  if attribution else None,
                   unseen_class=unseen_class)
     if unknown_threshold is not None:
         record = target.uns[Key.uns.params(key_added)]

@@ -1,0 +1,63 @@
+"""Extra fits of a model, kept for its per-class attribution only (``tl.fit(n_fits=)``).
+
+Two fits that differ only in seed rely on partly different features among redundant ones,
+so a one-fit attribution changes with the seed; the mean over several fits changes less
+(``benchmarks/results/explain.md``). The extra fits are kept as the weights of their
+networks in ``model.attribution_members_`` (saved with the model, as every model attribute
+ending in ``_``); predictions, certainty and per-cell explanations come from the model's
+own network only.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from ._training import is_ddp_strategy
+
+#: Extra fit ``i`` (1, 2, ...) of a fit with seed ``s`` is trained with seed
+#: ``s + i * MEMBER_SEED_STEP``, so that fits with neighbouring seeds share no extra fit.
+MEMBER_SEED_STEP = 100
+
+
+def check_n_fits(n_fits, attribution: bool, strategy=None) -> int:
+    """``n_fits`` as an int; named errors for a bad value, extra fits without attribution,
+    or extra fits under a DDP ``strategy``."""
+    if isinstance(n_fits, bool) or not isinstance(n_fits, int | np.integer) or n_fits < 1:
+        raise ValueError(f"n_fits must be a positive integer, got {n_fits!r}.")
+    if n_fits > 1 and not attribution:
+        raise ValueError(
+            f"n_fits={n_fits} trains extra fits for the attribution only; with "
+            "attribution=False they would be trained for nothing. Use n_fits=1.")
+    if n_fits > 1 and is_ddp_strategy(strategy):
+        raise ValueError(
+            f"n_fits={n_fits} is not supported with a DDP strategy: only process 0 would "
+            "train the extra fits. Fit with n_fits=1, or without DDP.")
+    return int(n_fits)
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The seed of extra fit ``member`` (1, 2, ...) of a fit with seed ``seed``."""
+    return int(seed) + member * MEMBER_SEED_STEP
+
+
+def member_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a trained network, on the CPU, to keep as an extra fit."""
+    return {name: value.detach().cpu().clone() for name, value in module.state_dict().items()}
+
+
+def n_fits_of(model) -> int:
+    """How many fits the model's per-class attribution averages (1 without extra fits)."""
+    return 1 + len(getattr(model, "attribution_members_", None) or [])
+
+
+def member_modules(model) -> list[torch.nn.Module]:
+    """The extra fits' networks: copies of ``model.module`` with their weights, in eval mode."""
+    modules = []
+    for state in getattr(model, "attribution_members_", None) or []:
+        module = copy.deepcopy(model.module)
+        module.load_state_dict(state)
+        modules.append(module.eval())
+    return modules

@@ -1,0 +1,98 @@
+"""tl.fit(n_fits=): the per-class attribution averaged over extra fits of other seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mmdyn_sc as ms
+from mmdyn_sc._keys import Key
+from mmdyn_sc.model._attribution import class_attribution
+from mmdyn_sc.model._attribution_members import MEMBER_SEED_STEP
+
+from .test_attribution import LEARN, SLASHED
+
+
+@pytest.fixture(scope="module")
+def two_fits(_synth_prepared):
+    """Seed 0 with ``n_fits=2`` on the data of ``test_attribution.fitted[0]``."""
+    mdata = _synth_prepared[0].copy()
+    mdata.obs["cell_type"] = mdata.obs["cell_type"].cat.rename_categories(SLASHED)
+    model = ms.tl.fit(mdata, "cell_type", seed=0, n_fits=2, **LEARN)
+    return mdata, model
+
+
+def _direct(model, predicted) -> dict[str, np.ndarray]:
+    """The per-class attribution of the training cells, grouped by ``predicted``."""
+    with model._aligned(None) as aligned:
+        return class_attribution(model, aligned, model.train_indices, predicted).direct
+
+
+def test_attribution_is_the_mean_of_the_two_fits(two_fits):
+    mdata, model = two_fits
+    assert mdata.uns["mmdyn"]["attribution"]["n_fits"] == 2
+    (member,) = model.attribution_members_
+    own = {k: v.detach().cpu().clone() for k, v in model.module.state_dict().items()}
+    assert any(not torch.equal(own[k], member[k]) for k in own)  # another seed's weights
+    predicted = model.infer().proba.argmax(1)  # the first fit's calls group every fit's cells
+    both = _direct(model, predicted)
+    try:
+        model.attribution_members_ = []
+        alone = _direct(model, predicted)
+        model.module.load_state_dict(member)
+        other = _direct(model, predicted)
+    finally:
+        model.module.load_state_dict(own)
+        model.attribution_members_ = [member]
+    for mod in ("rna", "prot"):
+        np.testing.assert_allclose(both[mod], (alone[mod] + other[mod]) / 2, rtol=1e-5,
+                                   atol=1e-8)
+        stored = mdata[mod].varm[Key.varm.attribution_direct()].to_numpy()
+        np.testing.assert_allclose(stored, both[mod], rtol=1e-5, atol=1e-8)
+        assert not np.allclose(alone[mod], other[mod])
+
+
+def test_predictions_come_from_the_first_fit(two_fits, _synth_prepared):
+    mdata, _ = two_fits
+    single = _synth_prepared[0].copy()
+    single.obs["cell_type"] = single.obs["cell_type"].cat.rename_categories(SLASHED)
+    ms.tl.fit(single, "cell_type", seed=0, **LEARN)
+    np.testing.assert_array_equal(mdata.obsm[Key.obsm.proba()], single.obsm[Key.obsm.proba()])
+    assert single.uns["mmdyn"]["attribution"]["n_fits"] == 1
+
+
+def test_saved_model_keeps_its_extra_fits(two_fits, tmp_path):
+    mdata, model = two_fits
+    query = mdata.copy()
+    ms.tl.predict(query, model, attribution_cells=20)
+    model.save(str(tmp_path / "model"))
+    loaded = ms.MMDynamics.load(str(tmp_path / "model"), mdata.copy())
+    assert len(loaded.attribution_members_) == 1
+    again = mdata.copy()
+    ms.tl.predict(again, loaded, attribution_cells=20)
+    assert again.uns["mmdyn"]["attribution"]["n_fits"] == 2
+    for mod in ("rna", "prot"):
+        np.testing.assert_allclose(again[mod].varm[Key.varm.attribution()].to_numpy(),
+                                   query[mod].varm[Key.varm.attribution()].to_numpy(),
+                                   rtol=1e-5, atol=1e-8)
+
+
+def test_member_seeds_are_apart():
+    assert MEMBER_SEED_STEP >= 10  # fits of seeds 0..9 share no extra fit
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_n_fits_is_named(synth, bad):
+    with pytest.raises(ValueError, match="n_fits must be a positive integer"):
+        ms.tl.fit(synth, "cell_type", n_fits=bad, max_epochs=1)
+
+
+def test_extra_fits_need_the_attribution(synth):
+    with pytest.raises(ValueError, match="attribution=False"):
+        ms.tl.fit(synth, "cell_type", n_fits=2, attribution=False, max_epochs=1)
+
+
+def test_extra_fits_are_refused_under_ddp(synth):
+    with pytest.raises(ValueError, match="DDP"):
+        ms.tl.fit(synth, "cell_type", n_fits=2, strategy="ddp", max_epochs=1)
