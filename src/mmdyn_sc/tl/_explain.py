@@ -128,7 +128,9 @@ def explain(
     (negative) that log probability. Summed over the features of all tabular modalities it
     is about ``log p(prediction | cell) - log p(prediction | average cell)``. These are the
     cell-level values that :func:`mmdyn_sc.tl.fit` averages into
-    ``varm["mmdyn_attribution_direct"]`` (without the credit to co-expressed features).
+    ``varm["mmdyn_attribution_direct"]`` (without the credit to co-expressed features). They
+    explain the network that made the call: for a model fitted with ``n_fits > 1``, its own
+    (first) fit, not the extra fits that the per-class attribution also averages.
 
     Parameters
     ----------
