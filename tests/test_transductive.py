@@ -81,6 +81,17 @@ def test_pseudo_labels_train_and_never_validate(bmmc, fast):
     assert mdata.obs["mmdyn_prediction"][query].notna().all()
 
 
+def test_calibration_cells_have_the_users_labels(bmmc, fast):
+    """``confidence="tcp_calibrated"`` holds out calibration cells among the reference cells
+    only: a pseudo-label never calibrates the predicted TCP."""
+    mdata, query = _reference_and_query(bmmc)
+    model = _fit(mdata, fast, confidence="tcp_calibrated")
+    calibration = np.asarray(model.calibration_indices)
+    assert len(calibration) > 0 and not query[calibration].any()
+    split = mdata.obs["mmdyn_split"].to_numpy()
+    assert (split[calibration] == "calibration").all()
+
+
 def test_saved_transductive_model_predicts_a_new_query(bmmc, fast, tmp_path):
     mdata, query = _reference_and_query(bmmc)
     model = _fit(mdata, fast)

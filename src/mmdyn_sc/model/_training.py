@@ -50,8 +50,9 @@ def run_training(
     train_idx, val_idx = stratified_split(split_labels, train_size, split_seed,
                                           classes=model.classes_)
     train_idx = np.union1d(train_idx, train_only).astype(int)
-    calibration_idx = mark_calibration_cells(model, labels, train_idx, calibration_size,
-                                             split_seed)
+    # Held-out calibration cells (tcp_calibrated) come from cells with the user's labels only.
+    calibration_idx = mark_calibration_cells(model, labels, np.setdiff1d(train_idx, train_only),
+                                             calibration_size, split_seed)
     has_none = ~model._present[train_idx].any(axis=1)
     if has_none.any():
         raise ValueError(
