@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -62,6 +63,21 @@ def test_fit_stores_patch_attribution_on_the_class_square(fitted):
     assert np.median(share) > 0.5, np.median(share)
     assert np.median(share / on_blob.mean(1)) > 3
     np.testing.assert_array_equal(model.get_image_attribution(mdata), values)
+
+
+def test_predict_attributes_at_most_attribution_cells_per_class(fitted):
+    """The patch attribution is capped like the per-class one: NaN beyond the sample."""
+    mdata, model = fitted
+    query = mdata.copy()
+    ms.tl.predict(query, model, attribution_cells=3)
+    values = query["image"].obsm["mmdyn_attribution"]
+    done = np.isfinite(values).all(axis=(1, 2))
+    assert np.isnan(values[~done]).all()
+    predicted = query.obs["mmdyn_prediction"].to_numpy()
+    counts = pd.Series(predicted[done]).value_counts()
+    assert counts.max() == 3 and set(counts.index) == set(predicted)
+    np.testing.assert_allclose(values[done], model.get_image_attribution(query)[done],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_patch_attribution_is_complete(fitted):

@@ -351,3 +351,22 @@ def test_invalid_arguments(mdata):
         ms.pl.heatmaps(mdata, titles="long")
     with pytest.raises(KeyError, match=r"obs\['truth'\].*not found"):
         ms.pl.heatmaps(mdata, label="truth")
+
+
+def test_attribution_is_drawn_only_for_cells_that_have_it():
+    """The fit attributes at most attribution_cells cells per class (NaN for the others): the
+    plot picks among cells with values, and names the cells asked for that have none."""
+    mdata = make_mdata()
+    values = mdata["image"].obsm[ATTRIBUTION_NAME]
+    values[::2] = np.nan  # every other cell was not attributed
+    fig = ms.pl.heatmaps(mdata, values="attribution", groupby="label", n_per_group=4,
+                         return_fig=True)
+    drawn = [np.asarray(by_gid(ax, "heatmap").get_array()) for ax in heat_panels(fig)]
+    assert len(drawn) == len(NAMES) // 2 and all(np.isfinite(d).all() for d in drawn)
+    axes = ms.pl.heatmaps(mdata, values="attribution", n_per_group=1)  # first cells with values
+    assert all(np.isfinite(by_gid(heat_ax, "heatmap").get_array()).all()
+               for _, heat_ax in cell_pairs(axes))
+    with pytest.raises(ValueError, match=r"1 cell\(s\) have no patch attribution .*"
+                                         r"attribution_cells"):
+        ms.pl.heatmaps(mdata, values="attribution", cells=[NAMES[0], NAMES[1]])
+    ms.pl.heatmaps(mdata, values="gate", cells=[NAMES[0]])  # the gate has every cell

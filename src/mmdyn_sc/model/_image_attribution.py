@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..module._image_encoder import as_float_images
-from ._attribution import IG_STEPS, eval_batches
+from ._attribution import IG_STEPS, eval_batches, sample_per_class
 
 #: Cells per minibatch of the image attribution (each runs ``n_steps`` forward and backward
 #: passes of the image branch).
@@ -69,18 +69,36 @@ def image_integrated_gradients(module, xs, present: torch.Tensor, target: torch.
             for m in range(len(xs))]
 
 
-def image_attribution(model, aligned, n_steps: int = IG_STEPS,
-                      batch_size: int = IMAGE_IG_BATCH) -> list[np.ndarray | None]:
-    """Patch attribution of every cell of ``aligned`` for its predicted class.
+def capped_rows(model, result, max_cells: int, seed: int = 0) -> np.ndarray:
+    """Positions of at most ``max_cells`` imaged cells per predicted class (a seeded sample).
 
-    Returns, per modality, float32 (n_cells, grid, grid) for image modalities (NaN for cells
-    without the image) and ``None`` for tabular ones.
+    ``result`` is the inference over the same cells (predictions and presence).
+    """
+    images = [m for m, mod in enumerate(model.modalities_) if mod in model.images_]
+    imaged = result.present[:, images].any(axis=1)
+    groups = np.where(imaged, result.proba.argmax(1), -1)
+    return sample_per_class(groups, len(model.classes_), max_cells, seed)
+
+
+def image_attribution(model, aligned, rows: np.ndarray | None = None, n_steps: int = IG_STEPS,
+                      batch_size: int = IMAGE_IG_BATCH) -> list[np.ndarray | None]:
+    """Patch attribution of ``rows`` of ``aligned`` (default: every cell), each cell for its
+    predicted class.
+
+    Returns, per modality, float32 (n_cells of ``aligned``, grid, grid) for image modalities
+    (NaN for cells without the image and cells not in ``rows``) and ``None`` for tabular ones.
+    Costs ``n_steps`` forward and backward passes per attributed cell.
     """
     module = model.module
     bases = image_bases(model, module.device)
     patch = int(module.image_options["patch_size"])
-    blocks: list[list[np.ndarray]] = [[] for _ in model.modalities_]
-    for xs, present in eval_batches(model, aligned, None, batch_size):
+    n_obs = aligned.n_obs
+    rows = np.arange(n_obs) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+    out: list[np.ndarray | None] = [None] * len(model.modalities_)
+    start = 0
+    for xs, present in eval_batches(model, aligned, rows, batch_size):
+        where = rows[start:start + present.shape[0]]
+        start += present.shape[0]
         with torch.no_grad():
             target = module(xs, present)["fused_logits"].argmax(1)
         values = image_integrated_gradients(module, xs, present, target, bases, n_steps)
@@ -89,5 +107,11 @@ def image_attribution(model, aligned, n_steps: int = IG_STEPS,
                 continue
             sums = patch_sums(v, patch).cpu().numpy().astype(np.float32)
             sums[present[:, m].cpu().numpy() <= 0] = np.nan
-            blocks[m].append(sums)
-    return [np.concatenate(b) if b else None for b in blocks]
+            if out[m] is None:
+                out[m] = np.full((n_obs, *sums.shape[1:]), np.nan, dtype=np.float32)
+            out[m][where] = sums
+    for m, mod in enumerate(model.modalities_):
+        if mod in model.images_ and out[m] is None:  # no cell attributed: every value NaN
+            grid = int(module.branches[m].encoder.image_size) // patch
+            out[m] = np.full((n_obs, grid, grid), np.nan, dtype=np.float32)
+    return out

@@ -515,8 +515,9 @@ class MMDynamics(BaseModelClass):
         With ``attribution_rows`` (positions of cells in ``mdata``), also the per-class
         attribution over at most ``attribution_cells`` of them per predicted class
         (``result.attribution``, see :meth:`get_attribution`). With ``image_attribution``
-        and an image modality, also every cell's patch attribution
-        (``result.image_attribution``, see :meth:`get_image_attribution`).
+        and an image modality, also the patch attribution of at most ``attribution_cells``
+        imaged cells per predicted class, NaN for the others (``result.image_attribution``;
+        :meth:`get_image_attribution` computes it for every cell).
         """
         with self._aligned(mdata) as aligned:
             loader = self._make_data_loader(adata=aligned, batch_size=batch_size,
@@ -530,7 +531,8 @@ class MMDynamics(BaseModelClass):
                         max_cells=attribution_cells)
                 if image_attribution and self.images_:
                     result.image_attribution = _image_attribution.image_attribution(
-                        self, aligned)
+                        self, aligned, _image_attribution.capped_rows(self, result,
+                                                                       attribution_cells))
         return result
 
     def get_image_attribution(self, mdata: MuData | None = None,

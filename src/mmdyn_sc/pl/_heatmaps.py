@@ -139,7 +139,9 @@ def heatmaps(
     - ``values="attribution"``: ``mdata[modality].obsm[f"{key}_attribution"]``
       (``Key.obsm.image_attribution(key)``), signed float
       (cells, grid_h, grid_w), written by :func:`mmdyn_sc.tl.fit` /
-      :func:`mmdyn_sc.tl.predict` with ``attribution=True``;
+      :func:`mmdyn_sc.tl.predict` with ``attribution=True`` for at most
+      ``attribution_cells`` cells per predicted class (NaN for the others; cells are
+      then chosen among those with values);
     - ``mdata.obs[f"{key}_prediction"]`` if present (``"pred: Y"`` in the titles),
       ``mdata.obs[label]`` (``"true: X"``) and ``mdata.obs[groupby]``.
 
@@ -157,14 +159,15 @@ def heatmaps(
         signed patch attribution of the predicted class); see above for where each is read.
     cells
         Names of the cells to draw (a name or a list), in that order. They must be cells of
-        the image modality: cells of the MuData without an image are not in it.
+        the image modality (cells of the MuData without an image are not in it) with values
+        (a named error otherwise).
     groupby
         Column of ``mdata.obs`` (e.g. the labels, or the prediction
         ``f"{key}_prediction"``): one row per group, labelled with the group, of
         ``n_per_group`` cells with an image drawn at random (``seed``) from the group and
         shown in the modality's order. Groups without any imaged cell are left out.
         Exclusive with ``cells``. With neither ``cells`` nor ``groupby``, the first
-        ``n_per_group * 4`` cells of the image modality are drawn.
+        ``n_per_group * 4`` cells of the image modality with values are drawn.
     label
         Column of ``mdata.obs`` holding the true labels, shown as ``"true: X"`` in the
         titles. ``None``: ``groupby``, unless it is the prediction column or not given (then
@@ -252,12 +255,19 @@ def heatmaps(
     patch = _patch_size(info, images.shape, heat.shape)
 
     names = adata.obs_names
+    # The patch attribution is computed for at most attribution_cells cells per class (NaN
+    # for the others): cells are chosen among those with values.
+    drawable = np.isfinite(heat).all(axis=(1, 2))
+    if not drawable.any():
+        raise ValueError(f"mdata[{modality!r}] has no cell with {VALUES[values]['label']} "
+                         "values (all NaN).")
     if groupby is not None:
-        rows = _rows_by_group(mdata, names, groupby, key, n_per_group, seed)
+        rows = _rows_by_group(mdata, names, groupby, key, n_per_group, seed, drawable)
         layout = [[names.get_loc(c) for c in chosen] for _, chosen in rows]
         row_labels = [str(group) for group, _ in rows]
     else:
-        positions = _selected_positions(mdata, names, modality, cells, n_per_group)
+        positions = _selected_positions(mdata, names, modality, cells, n_per_group, drawable,
+                                        values)
         n_cols = min(ncols or DEFAULT_NCOLS, len(positions))
         layout = [positions[i : i + n_cols] for i in range(0, len(positions), n_cols)]
         row_labels = None
@@ -408,27 +418,39 @@ def _missing_cells(mdata: MuData, names: pd.Index, modality: str, cells: list) -
     )
 
 
-def _selected_positions(mdata, names, modality, cells, n_per_group) -> list[int]:
+def _selected_positions(mdata, names, modality, cells, n_per_group, drawable,
+                        values) -> list[int]:
+    """Positions of ``cells`` (default: the first cells with values) in the modality."""
     if cells is None:
         n = min(n_per_group * DEFAULT_ROWS, len(names))
         if n == 0:
             raise ValueError(f"mdata[{modality!r}] holds no cells.")
-        return list(range(n))
+        return [int(p) for p in np.flatnonzero(drawable)[:n]]
     cells = [cells] if isinstance(cells, str) else list(cells)
     if not cells:
         raise ValueError("cells is empty.")
     _missing_cells(mdata, names, modality, cells)
-    return [names.get_loc(c) for c in cells]
+    positions = [names.get_loc(c) for c in cells]
+    lacking = [c for c, p in zip(cells, positions, strict=True) if not drawable[p]]
+    if lacking:
+        shown = ", ".join(map(repr, lacking[:5])) + (", ..." if len(lacking) > 5 else "")
+        raise ValueError(
+            f"{len(lacking)} cell(s) have no {VALUES[values]['label']} values ({shown}): the "
+            "patch attribution is computed for at most attribution_cells cells per predicted "
+            "class. Leave cells=None, raise attribution_cells, or store "
+            "model.get_image_attribution(mdata) for every cell.")
+    return positions
 
 
-def _rows_by_group(mdata, names, groupby, key, n_per_group, seed) -> list[tuple]:
-    """``(group, cells)`` for each group with imaged cells, cells in the modality's order."""
+def _rows_by_group(mdata, names, groupby, key, n_per_group, seed, drawable) -> list[tuple]:
+    """``(group, cells)`` for each group with imaged cells that have values, cells in the
+    modality's order."""
     column, groups = group_labels(mdata, groupby, key)
     labels = column.reindex(names).to_numpy()
     rng = np.random.default_rng(seed)
     rows = []
     for group in groups:
-        members = np.flatnonzero(labels == group)
+        members = np.flatnonzero((labels == group) & drawable)
         if not len(members):
             continue
         if len(members) > n_per_group:

@@ -303,11 +303,14 @@ def fit(
         Compute the per-class feature attribution after training (``varm`` keys below) on
         at most ``attribution_cells`` training cells per predicted class (200 by default;
         a random sample, the same for the same seed), and with an image modality the patch
-        attribution of every imaged cell (``obsm`` key below). It costs 16 forward and
-        backward passes per attributed cell; ``False`` skips it.
+        attribution of at most ``attribution_cells`` imaged cells per predicted class
+        (``obsm`` key below). It costs 16 forward and backward passes per attributed cell;
+        ``False`` skips it.
     attribution_cells
-        Most training cells per predicted class whose attribution is computed when
-        ``attribution=True`` (200 by default; a random sample, the same for the same seed).
+        Most cells per predicted class whose attribution is computed when
+        ``attribution=True``: training cells for the per-class attribution, imaged cells
+        for the patch attribution (200 by default; a random sample, the same for the same
+        seed).
     n_fits
         Fits whose per-class attributions are averaged (1 by default). With ``n_fits > 1``
         the model is trained ``n_fits - 1`` more times on the same data and options, with
@@ -423,7 +426,9 @@ def fit(
             ``patch_size``; nearest upsampling by ``patch_size`` gives the factor each pixel of
             every channel was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
         ``mdata[image_mod].obsm[f"{key_added}_attribution"]``
-            Image modalities, with ``attribution``: the patch attribution of every imaged cell,
+            Image modalities, with ``attribution``: the patch attribution of at most
+            ``attribution_cells`` imaged cells per predicted class (NaN for the others;
+            :meth:`~mmdyn_sc.MMDynamics.get_image_attribution` computes every cell's),
             float32 (cells of the image modality, grid, grid): integrated gradients of the log
             probability of the cell's predicted class from an image of the training mean
             colour, summed over each patch's pixels and channels (positive: evidence for the

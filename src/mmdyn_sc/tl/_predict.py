@@ -78,8 +78,9 @@ def predict(
         Compute the per-class feature attribution (``varm[f"{key_added}_attribution"]``,
         see :func:`mmdyn_sc.tl.fit`) on at most ``attribution_cells`` query cells per
         predicted class (200 by default; a fixed random sample) and, with an image modality,
-        the patch attribution of every imaged cell (``obsm[f"{key_added}_attribution"]`` of
-        the image modality). A model fitted with ``n_fits > 1`` averages the per-class
+        the patch attribution of at most ``attribution_cells`` imaged cells per predicted
+        class, NaN for the others (``obsm[f"{key_added}_attribution"]`` of the image
+        modality). A model fitted with ``n_fits > 1`` averages the per-class
         attribution over the same fits (``uns[key_added]["attribution"]["n_fits"]``).
         ``False`` skips it.
     attribution_cells
