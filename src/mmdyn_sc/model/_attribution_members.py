@@ -23,8 +23,11 @@ MEMBER_SEED_STEP = 100
 
 
 def check_n_fits(n_fits, attribution: bool, strategy=None) -> int:
-    """``n_fits`` as an int; named errors for a bad value, extra fits without attribution,
-    or extra fits under a DDP ``strategy``."""
+    """``n_fits`` as an int, or a named error.
+
+    Errors for a bad value, extra fits without the attribution, or extra fits under a DDP
+    ``strategy``.
+    """
     if isinstance(n_fits, bool) or not isinstance(n_fits, int | np.integer) or n_fits < 1:
         raise ValueError(f"n_fits must be a positive integer, got {n_fits!r}.")
     if n_fits > 1 and not attribution:

@@ -82,12 +82,12 @@ def capped_rows(model, result, max_cells: int, seed: int = 0) -> np.ndarray:
 
 def image_attribution(model, aligned, rows: np.ndarray | None = None, n_steps: int = IG_STEPS,
                       batch_size: int = IMAGE_IG_BATCH) -> list[np.ndarray | None]:
-    """Patch attribution of ``rows`` of ``aligned`` (default: every cell), each cell for its
-    predicted class.
+    """Patch attribution of ``rows`` of ``aligned`` (default: every cell).
 
-    Returns, per modality, float32 (n_cells of ``aligned``, grid, grid) for image modalities
-    (NaN for cells without the image and cells not in ``rows``) and ``None`` for tabular ones.
-    Costs ``n_steps`` forward and backward passes per attributed cell.
+    Each cell is attributed for its predicted class. Returns, per modality, float32
+    (n_cells of ``aligned``, grid, grid) for image modalities (NaN for cells without the
+    image and cells not in ``rows``) and ``None`` for tabular ones. Costs ``n_steps`` forward
+    and backward passes per attributed cell.
     """
     module = model.module
     bases = image_bases(model, module.device)

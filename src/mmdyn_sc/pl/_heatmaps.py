@@ -443,8 +443,10 @@ def _selected_positions(mdata, names, modality, cells, n_per_group, drawable,
 
 
 def _rows_by_group(mdata, names, groupby, key, n_per_group, seed, drawable) -> list[tuple]:
-    """``(group, cells)`` for each group with imaged cells that have values, cells in the
-    modality's order."""
+    """``(group, cells)`` for each group with imaged cells that have values.
+
+    Cells are in the modality's order.
+    """
     column, groups = group_labels(mdata, groupby, key)
     labels = column.reindex(names).to_numpy()
     rng = np.random.default_rng(seed)
