@@ -96,3 +96,12 @@ def test_extra_fits_need_the_attribution(synth):
 def test_extra_fits_are_refused_under_ddp(synth):
     with pytest.raises(ValueError, match="DDP"):
         ms.tl.fit(synth, "cell_type", n_fits=2, strategy="ddp", max_epochs=1)
+
+
+def test_extra_fits_need_a_tabular_modality(_synth_images):
+    import mudata as md
+
+    mdata = md.MuData({"image": _synth_images.copy()})
+    mdata.obs["label"] = _synth_images.obs["label"].astype(str).to_numpy()
+    with pytest.raises(ValueError, match="all images"):
+        ms.tl.fit(mdata, "label", n_fits=2, max_epochs=1)

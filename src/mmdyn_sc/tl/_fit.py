@@ -324,7 +324,7 @@ def fit(
         attribution and :func:`~mmdyn_sc.tl.explain` come from the model's own fit (its
         seed ``seed``). Their weights are kept in ``model.attribution_members_`` and saved
         with the model, so :func:`~mmdyn_sc.tl.predict` averages the same fits. Needs
-        ``attribution=True`` and no DDP ``strategy``.
+        ``attribution=True``, a tabular modality and no DDP ``strategy``.
     transductive
         Let the cells without a label (the query, put into ``mdata`` with a missing label)
         shape the model, by pseudo-labels: a first fit on the labelled cells predicts
@@ -484,6 +484,14 @@ def fit(
     _check_key(key_added)
     check_attribution_options(attribution, attribution_cells)
     n_fits = check_n_fits(n_fits, attribution, train_kwargs.get("strategy"))
+    if n_fits > 1 and isinstance(mdata, MuData):
+        used = [m for m in (modalities or list(mdata.mod)) if m in mdata.mod]
+        if used and all(isinstance(image_key, str) and image_key in mdata.mod[m].obsm
+                        for m in used):
+            raise ValueError(
+                f"n_fits={n_fits} averages the per-class attribution of tabular modalities, "
+                f"and the modalities {used} are all images (their explanation is the patch "
+                "gate and attribution of the first fit). Use n_fits=1.")
     given = {k: arguments[k] for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
              if arguments[k] is not _UNSET}
     options = recipe_options(recipe, given)
