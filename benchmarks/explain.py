@@ -831,7 +831,9 @@ def package_fits_note(meta) -> list[str]:
 def markdown_bmmc(res):
     summ, meta = res["summary"], res["meta"]
     names = meta["methods_order"]
-    lines = [f"## BMMC (choice): seeds {meta['seeds']}, training donors {meta['splits']}", ""]
+    what = ("choice" if meta.get("package_fits", 1) <= 1
+            else f"the option n_fits={meta['package_fits']}")
+    lines = [f"## BMMC ({what}): seeds {meta['seeds']}, training donors {meta['splits']}", ""]
     lines.append(
         f"Command: `{meta['command']}`. {meta['n_fits_total']} `tl.fit` runs, total wall "
         f"{meta['wall_seconds']:.0f} s. Rankings on each fit's training split of the training "
@@ -897,7 +899,9 @@ def markdown_bmmc(res):
 def markdown_pbmc(res):
     summ, meta = res["summary"], res["meta"]
     names = meta["methods_order"]
-    lines = [f"## pbmc10k (held-out confirmation, run once): seeds {meta['seeds']}", ""]
+    what = ("held-out confirmation, run once" if meta.get("package_fits", 1) <= 1
+            else f"the option n_fits={meta['package_fits']}, run once")
+    lines = [f"## pbmc10k ({what}): seeds {meta['seeds']}", ""]
     lines.append(
         f"Command: `{meta['command']}`. One stratified 2/3 training split per seed "
         "(`StratifiedShuffleSplit(train_size=2/3, random_state=seed)`), coarse `cell_type` "
