@@ -270,14 +270,14 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
     counts = {m: np.zeros(n_classes) for m in tabular}
     inputs = {m: [] for m in tabular}
     networks = [model.module, *member_modules(model)]
-    for first, network in zip([True] + [False] * (len(networks) - 1), networks, strict=True):
+    for k, network in enumerate(networks):
         for where, values, present, xs, _ in attribution_blocks(
                 model, aligned, chosen, target, n_steps, module=network):
             one_hot = np.eye(n_classes)[target[where]]
             for m in tabular:
                 members = one_hot * present[:, m:m + 1]
                 sums[m] += values[m].T.astype(np.float64) @ members
-                if first:  # the same cells for every network
+                if k == 0:  # the same cells for every network
                     counts[m] += members.sum(0)
                     inputs[m].append(xs[m][present[:, m]])
     result = ClassAttribution()

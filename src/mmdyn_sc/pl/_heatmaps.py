@@ -258,7 +258,7 @@ def heatmaps(
     # The patch attribution is computed for at most attribution_cells cells per class (NaN
     # for the others): cells are chosen among those with values.
     drawable = np.isfinite(heat).all(axis=(1, 2))
-    if not drawable.any():
+    if len(drawable) and not drawable.any():  # (an empty modality: its own error below)
         raise ValueError(f"mdata[{modality!r}] has no cell with {VALUES[values]['label']} "
                          "values (all NaN).")
     if groupby is not None:

@@ -102,10 +102,11 @@ def _train_members(target: MuData, labels_key: str, setup: dict, model_options: 
     """
     states = []
     for member in range(1, n_fits):
-        member_options = {**train_options, "seed": member_seed(seed, member),
-                          "checkpoint_dir": None, "resume": False}
+        extra_seed = member_seed(seed, member)
+        member_options = {**train_options, "seed": extra_seed, "checkpoint_dir": None,
+                          "resume": False}
         extra = _train(copy_mudata(target), labels_key, setup, model_options, member_options,
-                       member_seed(seed, member), train_only_cells=train_only_cells)
+                       extra_seed, train_only_cells=train_only_cells)
         states.append(member_state(extra.module))
     return states
 
