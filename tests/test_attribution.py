@@ -172,6 +172,19 @@ def test_partner_credit_positive_partners_only():
         [1.0, r[0, 1], 0.0], rtol=1e-5)
 
 
+def test_partner_weight_scales_the_partners_only():
+    """A feature keeps its own value; its partners' values enter times ``weight``."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 3))
+    x[:, 1] = x[:, 0] + 0.1 * rng.normal(size=500)
+    values = np.array([[1.0], [2.0], [3.0]])
+    r01 = np.corrcoef(x[:, 0], x[:, 1])[0, 1]
+    for weight in (0.0, 0.5, 1.0):
+        np.testing.assert_allclose(partner_credit(x, values, weight=weight)[:, 0],
+                                   [1.0 + weight * r01 * 2.0, 2.0 + weight * r01 * 1.0, 3.0],
+                                   rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------ tl.explain
 def test_explain_blocks_equal_the_whole_set_and_the_class_means(fitted, tmp_path):
     mdata, model = fitted[0]

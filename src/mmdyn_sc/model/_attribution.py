@@ -37,6 +37,8 @@ ATTRIBUTION_CELLS = 200
 IG_STEPS = 16
 #: Pearson r from which a feature shares the attribution of another (``grouped``).
 PARTNER_MIN_CORRELATION = 0.2
+#: Weight of the partners' attribution in the credit (1: as much as the feature's own).
+PARTNER_WEIGHT = 1.0
 #: Only positive correlations make partners (``r >= PARTNER_MIN_CORRELATION``); ``False``:
 #: ``|r| >= PARTNER_MIN_CORRELATION`` (0.2.0's rule, with 0.5).
 PARTNERS_POSITIVE_ONLY = True
@@ -206,12 +208,14 @@ def attribution_blocks(model, aligned, rows: np.ndarray, target: np.ndarray | No
 def partner_credit(inputs: np.ndarray, values: np.ndarray,
                    min_correlation: float = PARTNER_MIN_CORRELATION,
                    max_partners: int = MAX_PARTNERS, block: int = 1024,
-                   positive_only: bool = PARTNERS_POSITIVE_ONLY) -> np.ndarray:
-    """Each feature's value plus the values of its correlated partners, weighted by r.
+                   positive_only: bool = PARTNERS_POSITIVE_ONLY,
+                   weight: float = PARTNER_WEIGHT) -> np.ndarray:
+    """Each feature's value plus ``weight`` x the values of its correlated partners, x r.
 
-    ``R @ values`` with R the Pearson correlation of ``inputs``' columns, r below
-    ``min_correlation`` set to 0 (``positive_only=False``: |r| below it) and the diagonal 1
-    (constant features: only themselves).
+    ``values + weight * R' @ values`` with R' the Pearson correlation of ``inputs``' columns,
+    r below ``min_correlation`` set to 0 (``positive_only=False``: |r| below it) and the
+    diagonal 0 (each feature counts itself once, with weight 1; constant features: only
+    themselves).
     ``inputs`` (n, d), ``values`` (d, C) with NaN columns kept NaN. Computed in blocks of
     rows of R (memory ``block x d``); with more than ``max_partners`` features only the
     ``max_partners`` with the largest |value| can be partners. Fewer than 2 cells:
@@ -238,7 +242,7 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
         # Each feature counts itself once, with weight 1 (also when constant).
         mine = np.flatnonzero((partners >= start) & (partners < stop))
         r[partners[mine] - start, mine] = 0.0
-        out[start:stop] = r.astype(np.float64) @ vp + filled[start:stop]
+        out[start:stop] = weight * (r.astype(np.float64) @ vp) + filled[start:stop]
     out[:, empty] = np.nan
     return out
 
@@ -246,8 +250,8 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
 def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
                       max_cells: int = ATTRIBUTION_CELLS, n_steps: int = IG_STEPS,
                       seed: int = 0, min_correlation: float = PARTNER_MIN_CORRELATION,
-                      positive_only: bool = PARTNERS_POSITIVE_ONLY
-                      ) -> ClassAttribution | None:
+                      positive_only: bool = PARTNERS_POSITIVE_ONLY,
+                      partner_weight: float = PARTNER_WEIGHT) -> ClassAttribution | None:
     """Per-class attribution over at most ``max_cells`` of ``rows`` per predicted class.
 
     ``rows`` are positions in ``aligned``; ``predicted`` the predicted class of every cell of
@@ -289,7 +293,8 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
         x = np.concatenate(inputs[m]) if inputs[m] else np.zeros((0, direct.shape[0]))
         result.direct[mod] = direct
         result.grouped[mod] = partner_credit(x, direct, min_correlation,
-                                             positive_only=positive_only)
+                                             positive_only=positive_only,
+                                             weight=partner_weight)
         result.n_cells[mod] = counts[m].astype(np.int64)
     return result
 
