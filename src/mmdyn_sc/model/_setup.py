@@ -22,6 +22,11 @@ from .._keys import PREPARED_LAYER
 from .._utils import layer_names, logger
 
 
+def holds_images(adata, image_key: str = IMAGE_KEY) -> bool:
+    """Whether ``adata`` is an image modality for training: its ``.obsm`` holds ``image_key``."""
+    return isinstance(image_key, str) and image_key in adata.obsm
+
+
 def resolve_images(
     mdata: MuData,
     modalities: Sequence[str],
@@ -49,7 +54,7 @@ def resolve_images(
     resolved = {}
     for mod in modalities:
         adata = mdata.mod[mod]
-        if image_key in adata.obsm:
+        if holds_images(adata, image_key):
             found = check_image_modality(adata, image_key)
             check_image_size(found, f"modality {mod!r} obsm[{image_key!r}]")
             resolved[mod] = image_spec(found, image_key)

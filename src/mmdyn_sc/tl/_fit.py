@@ -33,6 +33,7 @@ from ..model._recipes import (
     recipe_options,
 )
 from ..model._seeding import kept_random_state, local_seed
+from ..model._setup import holds_images
 from ._store import history_arrays, write_results
 from ._transductive import (
     PSEUDO_LABEL_FRACTION,
@@ -487,8 +488,7 @@ def fit(
     n_fits = check_n_fits(n_fits, attribution, train_kwargs.get("strategy"))
     if n_fits > 1 and isinstance(mdata, MuData):
         used = [m for m in (modalities or list(mdata.mod)) if m in mdata.mod]
-        if used and all(isinstance(image_key, str) and image_key in mdata.mod[m].obsm
-                        for m in used):
+        if used and all(holds_images(mdata.mod[m], image_key) for m in used):
             raise ValueError(
                 f"n_fits={n_fits} averages the per-class attribution of tabular modalities, "
                 f"and the modalities {used} are all images (their explanation is the patch "
