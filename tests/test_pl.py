@@ -176,9 +176,11 @@ def test_modality_confidence_skips_absent_modality(mdata):
 
 
 def test_modality_confidence_violins(mdata):
+    """Grouped by the prediction when no ``groupby`` is given."""
     groupby = Key.obs.prediction()
     n_groups = mdata.obs[groupby].nunique()
-    ax = ms.pl.modality_confidence(mdata, groupby=groupby, kind="violin", modalities=["rna"])
+    ax = ms.pl.modality_confidence(mdata, kind="violin", modalities=["rna"])
+    assert ax.get_xlabel() == groupby
     bodies = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bodies) == n_groups
     assert tick_texts(ax.get_legend().get_texts()) == ["rna"]

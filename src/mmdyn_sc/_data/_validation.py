@@ -201,7 +201,7 @@ def check_finite(matrix, where: str) -> None:
     if n_bad:
         raise ValueError(
             f"{where} contains {n_bad} NaN or infinite value(s); "
-            "impute or drop them before fitting."
+            "impute them, or drop those cells or features, first."
         )
 
 

@@ -33,7 +33,7 @@ def group_labels(mdata: MuData, groupby: str, key: str) -> tuple[pd.Series, list
 def modality_confidence(
     mdata: MuData,
     *,
-    groupby: str,
+    groupby: str | None = None,
     key: str = DEFAULT_KEY,
     modalities: Sequence[str] | None = None,
     kind: str = "box",
@@ -59,8 +59,8 @@ def modality_confidence(
     mdata
         MuData annotated by :func:`mmdyn_sc.tl.fit` or :func:`mmdyn_sc.tl.predict`.
     groupby
-        Column of ``mdata.obs`` grouping the cells, e.g. the prediction
-        ``f"{key}_prediction"`` or the labels.
+        Column of ``mdata.obs`` grouping the cells, e.g. the labels (default: the prediction,
+        ``f"{key}_prediction"``).
     key
         The fit's ``key_added``.
     modalities
@@ -97,6 +97,8 @@ def modality_confidence(
                 f"{missing} not in mdata.obsm[{name!r}] "
                 f"(modalities: {list(confidence.columns)})."
             )
+    if groupby is None:
+        groupby = Key.obs.prediction(key)
     column, groups = group_labels(mdata, groupby, key)
     if not groups:
         raise ValueError(f"mdata.obs[{groupby!r}] has no values.")
