@@ -199,3 +199,30 @@ def test_load_lists_image_mismatches(synth_images, tmp_path):
     renamed["image"].obsm["pixels"] = renamed["image"].obsm.pop("image")
     with pytest.raises(ValueError, match=r"no obsm\['image'\].*'pixels'"):
         ms.MMDynamics.load(tmp_path / "model", renamed)
+
+
+def test_gate_reads_large_images_pooled_and_old_saves_keep_the_full_image(synth_images,
+                                                                           tmp_path):
+    """``gate_input_size`` pools the U-net's input; a save without it read the full image."""
+    mdata = image_only(synth_images[::3])
+    options = {**IMAGE_OPTIONS, "gate_input_size": 16}  # 32 px images: pooled by 2
+    model = ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1, "image_options": options})
+    branch = model.module.branches[model.modalities_.index("image")]
+    assert branch.gate.pool == 2
+    model.save(tmp_path / "model")
+    query = image_only(synth_images[1::6])
+    loaded = ms.MMDynamics.load(tmp_path / "model", query)
+    assert loaded.module.branches[0].gate.pool == 2
+    np.testing.assert_allclose(loaded.predict(query, soft=True).to_numpy(),
+                               model.predict(query, soft=True).to_numpy(), atol=1e-6)
+    # A model saved before the option existed: its image options lack it.
+    path = tmp_path / "model" / "model.pt"
+    saved = torch.load(path, weights_only=False)
+    init = saved["attr_dict"]["init_params_"]
+    groups = [init.get("non_kwargs", {}), *init.get("kwargs", {}).values()]
+    found = [g["image_options"] for g in groups if g.get("image_options")]
+    assert found and all(o.pop("gate_input_size") == 16 for o in found)
+    torch.save(saved, path)
+    old = ms.MMDynamics.load(tmp_path / "model", query)
+    assert old.module.branches[0].gate.pool == 1
+    assert old.module.branches[0].options["gate_input_size"] == 0

@@ -19,6 +19,7 @@ import torch
 from mmdyn_sc import pp
 from mmdyn_sc._data._images import check_image_modality
 from mmdyn_sc.module import ImageEncoder, PatchUNet, as_float_images, random_flips
+from mmdyn_sc.module._patch_unet import gate_pool_factor
 
 CELLPROFILER = [f"AS_09125_050116030001_D03f00d{i}.tif" for i in range(3)]
 
@@ -349,6 +350,23 @@ def test_patch_unet_sizes():
         PatchUNet(image_size=24, patch_size=8, depth=4)
     with pytest.raises(ValueError, match=r"expects images \(n, 3, 64, 64\), got \(2, 1, 32, 32\)"):
         PatchUNet()(x)
+
+
+def test_patch_unet_pools_large_images():
+    """With ``input_size`` the U-net reads the pooled image: the same patch grid, and the
+    same logits as its full-resolution twin on the pooled image with half the patch."""
+    assert gate_pool_factor(128, 8, 2, 64) == 2 and gate_pool_factor(64, 8, 2, 64) == 1
+    assert gate_pool_factor(256, 8, 2, 64) == 4 and gate_pool_factor(128, 8, 2, 0) == 1
+    assert gate_pool_factor(128, 1, 2, 64) == 1  # a 1-px patch cannot be pooled
+    torch.manual_seed(0)
+    pooled = PatchUNet(in_channels=3, image_size=128, patch_size=8, input_size=64)
+    twin = PatchUNet(in_channels=3, image_size=64, patch_size=4)
+    twin.load_state_dict(pooled.state_dict())
+    x = torch.rand(2, 3, 128, 128)
+    assert pooled.pool == 2 and pooled(x).shape == (2, 16, 16)
+    torch.testing.assert_close(pooled(x), twin(torch.nn.functional.avg_pool2d(x, 2)))
+    gated, grid = pooled.gate(x)
+    assert gated.shape == x.shape and grid.shape == (2, 16, 16)
 
 
 def test_image_encoder(images64):

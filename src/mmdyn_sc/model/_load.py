@@ -30,6 +30,14 @@ PRE_0_2_DEFAULTS = {
 }
 
 
+def saved_image_options(image_options):
+    """A saved image model's image options, completed with what it was trained with.
+
+    A model saved before ``gate_input_size`` existed read the full image with its gate (0).
+    """
+    return {"gate_input_size": 0, **(image_options or {})}
+
+
 def torch_device(accelerator: str, device: int | str) -> str:
     """The torch device a loaded model goes to (``"auto"``: the first GPU if any, else CPU)."""
     if device != "auto":
@@ -58,7 +66,10 @@ def load_model(cls, dir_path: str | Path, mdata: MuData, accelerator: str = "aut
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*mod_names is deprecated.*")
         cls.setup_mudata(mdata, source_registry=saved.registry, **setup)
-    model = cls(mdata, **{**PRE_0_2_DEFAULTS, **saved.init_options})
+    options = {**PRE_0_2_DEFAULTS, **saved.init_options}
+    if setup.get("images"):
+        options["image_options"] = saved_image_options(options["image_options"])
+    model = cls(mdata, **options)
     for attr, value in saved.attrs.items():
         setattr(model, attr, value)
     try:

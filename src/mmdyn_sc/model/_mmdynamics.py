@@ -120,7 +120,10 @@ class MMDynamics(BaseModelClass):
         ``unet_depth`` (2), ``gate_sparsity`` (1: the factor of the patch gate's L1
         term) and ``gate_warmup`` (5: training epochs during which the gate is held,
         neither learning nor penalised; the study trained it from the first step, which
-        shut it on every BCCD image). The image side must be
+        shut it on every BCCD image) and ``gate_input_size`` (64: the U-net reads an image of
+        128 px or more a side average-pooled by the largest power of two that keeps it at
+        least 64 px a side and divides ``patch_size``; the patch grid is the same; 0: the
+        full image, as the study). The image side must be
         divisible by ``patch_size``, by ``2**unet_depth`` and by ``2**encoder_depth``.
 
     Notes

@@ -114,10 +114,10 @@ DEFAULTS = RECIPES["default"]
 
 #: Image options of each recipe (see :data:`~mmdyn_sc.module.DEFAULT_IMAGE_OPTIONS`); a
 #: user's ``image_options`` override them name by name. ``"paper"`` trains the patch gate
-#: from the first step, as the study did.
+#: from the first step and on the full image, as the study did.
 RECIPE_IMAGE_OPTIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "default": MappingProxyType({}),
-    "paper": MappingProxyType({"gate_warmup": 0}),
+    "paper": MappingProxyType({"gate_warmup": 0, "gate_input_size": 0}),
 })
 
 

@@ -22,6 +22,10 @@ from ._patch_unet import PatchUNet, check_patch_grid
 #: shut sigmoid gate gets almost no gradient back. Counted in epochs (0.2.0; 100 steps
 #: before): at the default batch of 128, 100 steps were 50 of the 60 epochs a 64 px BCCD
 #: fit runs, and the gate hardly left its start (benchmarks/results/images.md).
+#: ``gate_input_size``: the U-net reads images larger than twice this side average-pooled
+#: (by a power of two, at least this many pixels a side; 0: always the full image, as the
+#: study): at 128 px it costs what it costs at 64 px, where it localises the nucleus, and
+#: gives the same 8-px patch grid (benchmarks/results/image_heatmaps.md).
 DEFAULT_IMAGE_OPTIONS = {
     "patch_size": 8,
     "encoder_depth": 2,
@@ -31,10 +35,12 @@ DEFAULT_IMAGE_OPTIONS = {
     "unet_depth": 2,
     "gate_sparsity": 1.0,
     "gate_warmup": 5,
+    "gate_input_size": 64,
 }
 #: Integer options and their smallest allowed value; the others are numbers >= 0.
 _INTEGER_OPTIONS = {"patch_size": 1, "encoder_depth": 1, "encoder_width": 1, "encoder_fc": 1,
-                    "unet_channels": 1, "unet_depth": 1, "gate_warmup": 0}
+                    "unet_channels": 1, "unet_depth": 1, "gate_warmup": 0,
+                    "gate_input_size": 0}
 
 
 def image_options(options: Mapping | None) -> dict:
@@ -102,8 +108,9 @@ class ImageBranch(BranchHeads):
         Image options (see ``DEFAULT_IMAGE_OPTIONS``): ``patch_size``, the encoder's
         ``encoder_depth`` (conv + pool blocks), ``encoder_width`` (channels of the first),
         ``encoder_fc`` (hidden units), the U-net's ``unet_channels`` and ``unet_depth``,
-        ``gate_sparsity``, the factor of the gate's L1 term, and ``gate_warmup``, the
-        training epochs during which the gate is held.
+        ``gate_sparsity``, the factor of the gate's L1 term, ``gate_warmup``, the
+        training epochs during which the gate is held, and ``gate_input_size``, the
+        smallest side the U-net reads a pooled image at (0: the full image).
     """
 
     def __init__(
@@ -129,7 +136,8 @@ class ImageBranch(BranchHeads):
         if feature_informativeness:
             check_patch_grid(image_size, options["patch_size"], options["unet_depth"])
             self.gate = PatchUNet(channels, image_size, options["patch_size"],
-                                  options["unet_channels"], options["unet_depth"])
+                                  options["unet_channels"], options["unet_depth"],
+                                  options["gate_input_size"])
         else:
             self.gate = None
         self.encoder = ImageEncoder(channels, image_size, n_hidden, options["encoder_depth"],

@@ -37,6 +37,20 @@ def check_patch_grid(image_size: int, patch_size: int, n_down: int = 0) -> int:
     return image_size // patch_size
 
 
+def gate_pool_factor(image_size: int, patch_size: int, depth: int, input_size: int) -> int:
+    """Factor by which :class:`PatchUNet` average-pools its input (1: full resolution).
+
+    The largest power of two f that divides ``patch_size`` and keeps the pooled image at
+    least ``input_size`` pixels a side and divisible by ``2**depth`` (``input_size`` 0: 1).
+    """
+    factor = 1
+    if input_size:
+        while (patch_size % (2 * factor) == 0 and image_size // (2 * factor) >= input_size
+               and image_size % (2 * factor * 2**depth) == 0):
+            factor *= 2
+    return factor
+
+
 class PatchUNet(nn.Module):
     """Image gate of image MM dynamics: a compact U-net scoring each image patch in (0, 1).
 
@@ -44,7 +58,10 @@ class PatchUNet(nn.Module):
     ``base_channels * 2**level``, transposed-conv upsampling with skip connections, no
     normalisation) maps (n, C, H, W) to one logit per pixel; the logits are averaged over
     ``patch_size`` x ``patch_size`` patches into a (n, 1, H/p, W/p) grid and passed through
-    a sigmoid. Conv weights are xavier-normal with zero biases, so an untrained gate starts
+    a sigmoid. With ``input_size``, the U-net reads the image average-pooled by
+    :func:`gate_pool_factor` (f), one logit per f x f pixels, averaged over each patch the
+    same way: at 128 px and ``input_size=64`` it reads a 64 px image, at 64 px and below the
+    full image. Conv weights are xavier-normal with zero biases, so an untrained gate starts
     near 0.5 everywhere, like :class:`FeatureGate`.
 
     Parameters
@@ -59,6 +76,9 @@ class PatchUNet(nn.Module):
         Channels of the first level.
     depth
         Number of halvings (encoder levels below the first).
+    input_size
+        Smallest side the U-net reads the image at when pooling it (0: the full image, as the
+        2411.00725 study).
 
     ``forward`` returns the heatmap grid (n, H/p, W/p) in (0, 1); :meth:`gate` also gates
     the images. Images are float tensors in [0, 1] (convert uint8 storage per minibatch with
@@ -72,9 +92,11 @@ class PatchUNet(nn.Module):
         patch_size: int = 8,
         base_channels: int = 16,
         depth: int = 2,
+        input_size: int = 0,
     ):
         super().__init__()
         self.grid_size = check_patch_grid(image_size, patch_size, depth)
+        self.pool = gate_pool_factor(image_size, patch_size, depth, input_size)
         self.in_channels, self.image_size, self.patch_size = in_channels, image_size, patch_size
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
@@ -104,7 +126,7 @@ class PatchUNet(nn.Module):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Patch logits (n, 1, H/p, W/p)."""
         self._check_input(images)
-        skips, h = [], images
+        skips, h = [], images if self.pool == 1 else F.avg_pool2d(images, self.pool)
         for level, block in enumerate(self.down):
             if level:
                 h = F.max_pool2d(h, 2)
@@ -113,7 +135,7 @@ class PatchUNet(nn.Module):
         skips.pop()
         for upsample, block in zip(self.upsample, self.up, strict=True):
             h = block(torch.cat([upsample(h), skips.pop()], dim=1))
-        return F.avg_pool2d(self.head(h), self.patch_size)
+        return F.avg_pool2d(self.head(h), self.patch_size // self.pool)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Heatmap grid (n, H/p, W/p), each patch's gate in (0, 1)."""

@@ -250,8 +250,8 @@ def fit(
         Patch size, image network sizes and the patch gate's L1 factor (see
         :class:`~mmdyn_sc.MMDynamics`), e.g. ``{"patch_size": 8}`` (the default: an 8 x 8
         heatmap on 64 x 64 images). ``recipe="paper"`` trains the patch gate from the
-        first step as the study did (``gate_warmup=0``); names given here override the
-        recipe's.
+        first step and on the full image as the study did (``gate_warmup=0``,
+        ``gate_input_size=0``); names given here override the recipe's.
     max_epochs
         Number of passes over the training cells: at most 200 in recipe ``"default"``
         (early stopping usually ends the fit sooner), exactly 1000 in ``"paper"``. See
