@@ -165,6 +165,13 @@ def test_bad_input_exits_2(donor_files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is the input file" in err and "--force" in err
 
+    # another format's name: the MuData would be written under it
+    assert main(["predict", str(same), "--model-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "predictions.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "does not end in .h5mu" in err and "predictions.h5mu" in err
+    assert not (tmp_path / "predictions.csv").exists()
+
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", str(same), "--labels", "cell_type", "--layers", "rna", "--model-dir",
               str(tmp_path / "m"), "--out", str(tmp_path / "o.h5mu")])

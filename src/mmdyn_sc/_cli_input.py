@@ -51,6 +51,10 @@ def _check_paths(input_path: Path, out: Path, force: bool) -> None:
                        "to overwrite it")
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give a file path (e.g. {out / 'out.h5mu'})")
+    if out.suffix.lower() != ".h5mu":
+        raise CLIError(f"--out {out} does not end in .h5mu: what is written is a MuData file "
+                       f"(e.g. {out.with_suffix('.h5mu')}); read its tables with "
+                       "mudata.read_h5mu")
 
 
 def _check_model_dir(model_dir: Path) -> None:

@@ -54,12 +54,13 @@ def _normalise(matrix, kind: str, target_sum: float | None):
         sc.pp.normalize_total(tmp, target_sum=target_sum)
         sc.pp.log1p(tmp)
     elif kind == "protein":
-        import muon as mu
-
         if sparse.issparse(tmp.X):
             tmp.X = tmp.X.toarray()  # protein panels are small; CLR is dense anyway
-        with warnings.catch_warnings():  # muon compares scanpy.__version__ (deprecated)
+        # muon reads scanpy.__version__ (deprecated) on import and in clr
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*__version__.*", category=FutureWarning)
+            import muon as mu
+
             mu.prot.pp.clr(tmp, axis=1)
     return tmp.X
 
