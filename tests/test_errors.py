@@ -78,6 +78,11 @@ def test_bad_options(synth, fast):
         ms.tl.fit(synth, "cell_type", mask_var={"rna": "hvg"}, **fast)
     with pytest.raises(ValueError, match="feature_scaling must be one of"):
         ms.tl.fit(synth, "cell_type", feature_scaling="log", **fast)
+    with pytest.raises(ValueError, match="key_added 'a/b' contains '/'"):
+        ms.tl.fit(synth, "cell_type", key_added="a/b", **fast)
+    for seed in ("x", -1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be None or an integer"):
+            ms.tl.fit(synth, "cell_type", seed=seed, **fast)
 
 
 def test_mask_var_restricts_features(synth, fast):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import random
 from contextlib import contextmanager
 
@@ -27,6 +28,13 @@ def kept_random_state():
         random.setstate(python_state)
 
 
+def check_seed(seed) -> None:
+    """Raise a named error unless ``seed`` is ``None`` or an integer NumPy can seed with."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                             or not 0 <= seed < 2**32):
+        raise ValueError(f"seed must be None or an integer from 0 to 2**32 - 1, got {seed!r}.")
+
+
 @contextmanager
 def local_seed(seed: int | None):
     """Seed torch and NumPy inside the block; the caller's random state is given back after.
@@ -36,6 +44,7 @@ def local_seed(seed: int | None):
     see :func:`kept_random_state` for the exit. ``seed=None`` leaves the global state as it
     is and uses it.
     """
+    check_seed(seed)
     if seed is None:
         yield
         return

@@ -47,7 +47,7 @@ def select_cells(mdata: MuData, cells) -> np.ndarray:
         rows = mdata.obs_names.get_indexer(values.astype(str))
         if (rows < 0).any():
             missing = values[rows < 0][:5].tolist()
-            raise KeyError(f"cells names {int((rows < 0).sum())} cells not in mdata.obs_names, "
+            raise KeyError(f"cells: {int((rows < 0).sum())} name(s) not in mdata.obs_names, "
                            f"e.g. {missing}.")
     else:
         raise TypeError(f"cells must be None, a boolean mask, obs names or integer positions, "

@@ -32,7 +32,7 @@ from ..model._recipes import (
     image_options_for,
     recipe_options,
 )
-from ..model._seeding import kept_random_state, local_seed
+from ..model._seeding import check_seed, kept_random_state, local_seed
 from ..model._setup import holds_images
 from ._store import history_arrays, write_results
 from ._transductive import (
@@ -60,6 +60,10 @@ _UNSET = _FromRecipe()
 def _check_key(key_added: str) -> None:
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    if "/" in key_added:
+        raise ValueError(f"key_added {key_added!r} contains '/': every key written "
+                         f"({key_added}_proba, ...) is a name in .h5mu files, where '/' "
+                         "separates groups and the file could not be read back.")
 
 
 def model_summary(model: MMDynamics, key_added: str) -> dict:
@@ -484,6 +488,7 @@ def fit(
     """
     arguments = dict(locals())
     _check_key(key_added)
+    check_seed(seed)
     check_attribution_options(attribution, attribution_cells)
     n_fits = check_n_fits(n_fits, attribution, train_kwargs.get("strategy"))
     if n_fits > 1 and isinstance(mdata, MuData):
