@@ -226,3 +226,15 @@ def test_gate_reads_large_images_pooled_and_old_saves_keep_the_full_image(synth_
     old = ms.MMDynamics.load(tmp_path / "model", query)
     assert old.module.branches[0].gate.pool == 1
     assert old.module.branches[0].options["gate_input_size"] == 0
+
+
+def test_feature_tables_of_an_image_modality_are_a_named_error(synth_images):
+    """pl.attribution, pl.feature_weights and tl.rank_features point to the patch maps."""
+    mdata = image_only(synth_images[::3])
+    ms.tl.fit(mdata, "label", **{**FIT, "max_epochs": 1})
+    for call in (lambda: ms.pl.attribution(mdata, "image", show=False),
+                 lambda: ms.pl.feature_weights(mdata, "image", show=False),
+                 lambda: ms.tl.rank_features(mdata, "image")):
+        with pytest.raises(ValueError, match=r"image modality .*pl\.heatmaps"):
+            call()
+

@@ -111,3 +111,20 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
         level += 1
         frame = frame.f_back
     warnings.warn(message, category, stacklevel=level)
+
+
+def check_not_image(mdata, modality: str, key: str) -> None:
+    """Raise a named error when ``modality`` is an image modality of the fit ``key``.
+
+    An image modality has no per-feature tables (``.varm``); its explanation is per patch.
+    Read from ``mdata.uns[key]["images"]``, so that plotting needs no model.
+    """
+    record = mdata.uns.get(key, {}) if hasattr(mdata, "uns") else {}
+    images = record.get("images", {}) if isinstance(record, dict) else {}
+    if isinstance(images, dict) and modality in images:
+        raise ValueError(
+            f"mdata[{modality!r}] is an image modality of the fit {key!r}: it has no "
+            f"per-feature tables. Its explanation is per patch, in "
+            f"obsm[{key + '_heatmap'!r}] and obsm[{key + '_attribution'!r}]: draw them with "
+            "mmdyn_sc.pl.heatmaps(values='gate' or 'attribution').")
+

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from mudata import MuData
 
 from .._keys import Key
-from .._utils import history_to_arrays
+from .._utils import check_not_image, history_to_arrays
 
 #: One colour per modality, in the order of the fit's modalities (Paul Tol's bright scheme).
 MODALITY_COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
@@ -75,6 +75,7 @@ def var_column(mdata: MuData, modality: str, name: str, key: str) -> pd.Series:
 def varm_frame(mdata: MuData, modality: str, name: str, key: str) -> pd.DataFrame:
     """``mdata[modality].varm[name]`` (features x classes) as a DataFrame, or a clear error."""
     check_modality(mdata, modality)
+    check_not_image(mdata, modality, key)
     value = stored(mdata.mod[modality].varm, name, f"mdata[{modality!r}].varm", key)
     if isinstance(value, pd.DataFrame):
         return value

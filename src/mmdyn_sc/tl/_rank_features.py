@@ -8,7 +8,7 @@ from mudata import MuData
 
 from .._keys import CLASS_TABLES, DEFAULT_KEY, Key
 from .._names import original_names, safe_names
-from .._utils import logger
+from .._utils import check_not_image, logger
 
 
 def rank_features(
@@ -63,6 +63,7 @@ def rank_features(
         raise KeyError(f"modality {modality!r} is not in mdata (it has {list(mdata.mod)}).")
     if values not in CLASS_TABLES:
         raise ValueError(f"values must be one of {list(CLASS_TABLES)}, got {values!r}.")
+    check_not_image(mdata, modality, key)
     adata = mdata.mod[modality]
     varm_key = CLASS_TABLES[values](key)
     if varm_key not in adata.varm:
