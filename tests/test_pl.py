@@ -310,7 +310,10 @@ def test_confusion_matrix(mdata):
 
 
 def test_confusion_counts_and_split(mdata):
-    ax = ms.pl.confusion(mdata, LABELS, normalize=False, split=SPLIT_VALIDATION)
+    """Without ``labels_key``, the fit's labels column."""
+    assert mdata.uns["mmdyn"]["labels_key"] == LABELS
+    ax = ms.pl.confusion(mdata, normalize=False, split=SPLIT_VALIDATION)
+    assert ax.get_ylabel() == f"true ({LABELS})"
     matrix = np.asarray(ax.images[0].get_array())
     cells = mdata.obs[Key.obs.split()] == SPLIT_VALIDATION
     assert matrix.sum() == cells.sum()
@@ -326,6 +329,10 @@ def test_confusion_errors(mdata):
     del broken.obs[Key.obs.prediction()]
     with pytest.raises(KeyError, match=r"obs\['mmdyn_prediction'\] not found.*tl\.fit"):
         ms.pl.confusion(broken, LABELS)
+    unlabelled = mdata.copy()
+    del unlabelled.obs[LABELS]
+    with pytest.raises(KeyError, match=f"fit's labels column '{LABELS}' is not in mdata.obs"):
+        ms.pl.confusion(unlabelled)
 
 
 # ---------------------------------------------------------------- conventions

@@ -12,21 +12,34 @@ from ._utils import doc_show_return_fig, finish, fit_record, new_axes, obs_colum
 ANNOTATE_MAX = 20
 
 
+def resolve_labels_key(mdata: MuData, labels_key: str | None, record: dict) -> str:
+    """``labels_key``, or the fit's labels column when ``None``; a clear error if absent."""
+    if labels_key is None:
+        labels_key = record.get("labels_key")
+        if labels_key not in mdata.obs.columns:
+            raise KeyError(
+                f"The fit's labels column {labels_key!r} is not in mdata.obs: name the true "
+                f"labels with labels_key=. Available columns: {list(mdata.obs.columns)}.")
+    if labels_key not in mdata.obs.columns:
+        raise KeyError(
+            f"mdata.obs[{labels_key!r}] not found. Available columns: {list(mdata.obs.columns)}."
+        )
+    return labels_key
+
+
 def confusion_table(
-    mdata: MuData, labels_key: str, *, key: str = DEFAULT_KEY, split: str | None = None,
-    normalize: bool = True,
+    mdata: MuData, labels_key: str | None = None, *, key: str = DEFAULT_KEY,
+    split: str | None = None, normalize: bool = True,
 ) -> pd.DataFrame:
     """Confusion matrix, rows = true labels, columns = predicted classes (row-normalised).
 
     Columns are the fit's classes; rows are the same classes first (so that the diagonal is
     correct), then labels the model does not know. Only labelled cells count.
+    ``labels_key=None``: the fit's labels column (``uns[key]["labels_key"]``).
     """
     record = fit_record(mdata, key)
     predicted = obs_column(mdata, Key.obs.prediction(key), key)
-    if labels_key not in mdata.obs.columns:
-        raise KeyError(
-            f"mdata.obs[{labels_key!r}] not found. Available columns: {list(mdata.obs.columns)}."
-        )
+    labels_key = resolve_labels_key(mdata, labels_key, record)
     labels = mdata.obs[labels_key]
     cells = labels.notna().to_numpy()
     if split is not None:
@@ -55,7 +68,7 @@ def confusion_table(
 @doc_show_return_fig
 def confusion(
     mdata: MuData,
-    labels_key: str,
+    labels_key: str | None = None,
     *,
     key: str = DEFAULT_KEY,
     normalize: bool = True,
@@ -78,7 +91,8 @@ def confusion(
     mdata
         MuData annotated by :func:`mmdyn_sc.tl.fit` or :func:`mmdyn_sc.tl.predict`.
     labels_key
-        Column of ``mdata.obs`` with the true labels.
+        Column of ``mdata.obs`` with the true labels (default: the fit's labels column,
+        ``uns[key]["labels_key"]``).
     key
         The fit's ``key_added``.
     normalize
@@ -99,6 +113,7 @@ def confusion(
     :class:`~matplotlib.axes.Axes`, :class:`~matplotlib.figure.Figure` or None
         The Axes, or the Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
+    labels_key = resolve_labels_key(mdata, labels_key, fit_record(mdata, key))
     table = confusion_table(mdata, labels_key, key=key, split=split, normalize=normalize)
     values = table.to_numpy(dtype=float)
     n_rows, n_cols = values.shape
