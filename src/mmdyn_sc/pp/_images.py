@@ -298,7 +298,8 @@ def _check_centroids(centroids, image_shape: tuple) -> np.ndarray:
         i = outside[0]
         raise ValueError(
             f"{len(outside)} centroid(s) lie outside the image ({height} x {width}), e.g. "
-            f"centroid {i}: (row, col) = {tuple(centroids[i])}. Centroids are (row, col), as "
+            f"centroid {i}: (row, col) = ({centroids[i][0]:g}, {centroids[i][1]:g}). "
+            "Centroids are (row, col), as "
             "skimage.measure.regionprops gives them, not (x, y)."
         )
     return centroids
