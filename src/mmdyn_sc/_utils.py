@@ -119,8 +119,7 @@ def check_not_image(mdata, modality: str, key: str) -> None:
     An image modality has no per-feature tables (``.varm``); its explanation is per patch.
     Read from ``mdata.uns[key]["images"]``, so that plotting needs no model.
     """
-    record = mdata.uns.get(key, {}) if hasattr(mdata, "uns") else {}
-    images = record.get("images", {}) if isinstance(record, dict) else {}
+    images = (mdata.uns.get(key) or {}).get("images")
     if isinstance(images, dict) and modality in images:
         raise ValueError(
             f"mdata[{modality!r}] is an image modality of the fit {key!r}: it has no "

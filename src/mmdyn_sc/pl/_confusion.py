@@ -6,25 +6,10 @@ from matplotlib.axes import Axes
 from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
-from ._utils import doc_show_return_fig, finish, fit_record, new_axes, obs_column
+from ._utils import doc_show_return_fig, finish, fit_record, labels_column, new_axes, obs_column
 
 #: Values are written into the cells when the matrix has at most this many rows and columns.
 ANNOTATE_MAX = 20
-
-
-def resolve_labels_key(mdata: MuData, labels_key: str | None, record: dict) -> str:
-    """``labels_key``, or the fit's labels column when ``None``; a clear error if absent."""
-    if labels_key is None:
-        labels_key = record.get("labels_key")
-        if labels_key not in mdata.obs.columns:
-            raise KeyError(
-                f"The fit's labels column {labels_key!r} is not in mdata.obs: name the true "
-                f"labels with labels_key=. Available columns: {list(mdata.obs.columns)}.")
-    if labels_key not in mdata.obs.columns:
-        raise KeyError(
-            f"mdata.obs[{labels_key!r}] not found. Available columns: {list(mdata.obs.columns)}."
-        )
-    return labels_key
 
 
 def confusion_table(
@@ -39,7 +24,7 @@ def confusion_table(
     """
     record = fit_record(mdata, key)
     predicted = obs_column(mdata, Key.obs.prediction(key), key)
-    labels_key = resolve_labels_key(mdata, labels_key, record)
+    labels_key = labels_column(mdata, labels_key, record, "labels_key")
     labels = mdata.obs[labels_key]
     cells = labels.notna().to_numpy()
     if split is not None:
@@ -113,7 +98,7 @@ def confusion(
     :class:`~matplotlib.axes.Axes`, :class:`~matplotlib.figure.Figure` or None
         The Axes, or the Figure with ``return_fig=True``; ``None`` when the plot is shown.
     """
-    labels_key = resolve_labels_key(mdata, labels_key, fit_record(mdata, key))
+    labels_key = labels_column(mdata, labels_key, fit_record(mdata, key), "labels_key")
     table = confusion_table(mdata, labels_key, key=key, split=split, normalize=normalize)
     values = table.to_numpy(dtype=float)
     n_rows, n_cols = values.shape

@@ -8,7 +8,6 @@ from mudata import MuData
 
 from .._keys import DEFAULT_KEY, Key
 from .._names import original_names
-from .._utils import check_not_image
 from ._utils import (
     check_modality,
     doc_show_return_fig,
@@ -91,7 +90,6 @@ def feature_weights(
     """
     record = fit_record(mdata, key)
     check_modality(mdata, modality)
-    check_not_image(mdata, modality, key)
     if int(n_top) < 1:
         raise ValueError(f"n_top must be a positive integer, got {n_top}.")
     if groupby is None:

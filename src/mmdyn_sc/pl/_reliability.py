@@ -15,7 +15,15 @@ from .._calibration import (
     risk_coverage,
 )
 from .._keys import DEFAULT_KEY, Key
-from ._utils import doc_show_return_fig, finish, fit_record, new_panels, obs_column, obsm_frame
+from ._utils import (
+    doc_show_return_fig,
+    finish,
+    fit_record,
+    labels_column,
+    new_panels,
+    obs_column,
+    obsm_frame,
+)
 
 CERTAINTY_COLOR, PROBABILITY_COLOR = "#4477aa", "#bbbbbb"
 
@@ -68,10 +76,7 @@ def reliability(
         ``return_fig=True``; ``None`` when the plot is shown.
     """
     record = fit_record(mdata, key)
-    labels = labels or record.get("labels_key")
-    if not labels or labels == "none" or labels not in mdata.obs:
-        raise KeyError(f"labels={labels!r} is not a column of mdata.obs: name the true labels "
-                       "with labels=.")
+    labels = labels_column(mdata, labels, record, "labels")
     certainty = obs_column(mdata, Key.obs.certainty(key), key).to_numpy(dtype=float)
     proba = obsm_frame(mdata, Key.obsm.proba(key), key).to_numpy(dtype=float)
     calls = obs_column(mdata, Key.obs.prediction(key), key).astype(str).to_numpy()

@@ -69,7 +69,25 @@ def obsm_frame(mdata: MuData, name: str, key: str) -> pd.DataFrame:
 def var_column(mdata: MuData, modality: str, name: str, key: str) -> pd.Series:
     """Column ``name`` of ``mdata[modality].var``, or a clear error."""
     check_modality(mdata, modality)
+    check_not_image(mdata, modality, key)
     return stored(mdata.mod[modality].var, name, f"mdata[{modality!r}].var", key)
+
+
+def labels_column(mdata: MuData, given: str | None, record: dict, argument: str) -> str:
+    """The ``mdata.obs`` column of the true labels: ``given``, else the fit's labels column.
+
+    ``argument`` is the caller's parameter that names it, for the error message.
+    """
+    name = given or record.get("labels_key")
+    if not name or name == "none":
+        raise KeyError(f"The fit recorded no labels column: name the true labels with "
+                       f"{argument}=.")
+    if name not in mdata.obs.columns:
+        what = (f"{argument}={name!r}: mdata.obs[{name!r}] not found" if given else
+                f"The fit's labels column {name!r} is not in mdata.obs: name the true labels "
+                f"with {argument}=")
+        raise KeyError(f"{what}. Available columns: {list(mdata.obs.columns)}.")
+    return name
 
 
 def varm_frame(mdata: MuData, modality: str, name: str, key: str) -> pd.DataFrame:
