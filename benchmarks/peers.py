@@ -107,6 +107,14 @@ NOTES = """\
   protein stability Spearman 0.86: missed, J@20 0.82: met; faithfulness vs Wilcoxon:
   missed). Its certainty
   ranks right vs wrong calls worse than the inductive fit's (`transductive_certainty.md`).
+- **pbmc10k with three seeds per fold** (2026-12-07; the issue asks for 3 seeds, the full
+  run fits one per fold): `--datasets pbmc10k --methods mmdyn_sc 'mmdyn_sc transductive'
+  --pbmc-seeds 3`, alone on the machine, 19.2 min, the rule written before it (commit
+  message). The seed-k fits reproduced the earlier records exactly (every other record is
+  the full run's). Over seeds k, k + 5, k + 10 the transductive option is +0.005 above the
+  regression (95 % interval -0.013 to +0.023; +0.011 with seed k alone) and the inductive
+  default -0.001 (-0.014 to +0.012): the pbmc10k target is missed either way, and the
+  one-seed gain of the transductive option was partly the luck of its seeds.
 """
 
 
