@@ -115,7 +115,9 @@ def pytest_addoption(parser):
     )
 
 
-_CPU_KEY = pytest.StashKey[dict]()
+_CPU_START = pytest.StashKey[float]()
+#: CPU seconds per test node id, as reported (by this process or by pytest-xdist workers).
+_REPORTED_CPU: dict[str, float] = {}
 
 
 def _cpu_seconds() -> float:
@@ -124,17 +126,31 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    start = _cpu_seconds()
-    yield
-    item.config.stash.setdefault(_CPU_KEY, {})[item.nodeid] = _cpu_seconds() - start
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[_CPU_START] = _cpu_seconds()
 
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # The CPU time of setup, call and teardown rides on the teardown report, which pytest-xdist
+    # sends from its worker to the process that prints the summary.
+    outcome = yield
+    if call.when == "teardown" and _CPU_START in item.stash:
+        outcome.get_result().user_properties.append(
+            ("cpu_seconds", _cpu_seconds() - item.stash[_CPU_START]))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        for name, value in report.user_properties:
+            if name == "cpu_seconds":
+                _REPORTED_CPU[report.nodeid] = value
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     n = config.getoption("--cpu-durations")
-    seconds = config.stash.get(_CPU_KEY, {})
+    seconds = _REPORTED_CPU
     if n is None or not seconds:
         return
     ranked = sorted(seconds.items(), key=lambda kv: kv[1], reverse=True)
