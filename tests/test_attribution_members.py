@@ -9,7 +9,8 @@ import torch
 import mmdyn_sc as ms
 from mmdyn_sc._keys import Key
 from mmdyn_sc.model._attribution import class_attribution
-from mmdyn_sc.model._attribution_members import MEMBER_SEED_STEP
+from mmdyn_sc.model._attribution_members import MEMBER_SEED_STEP, member_epochs
+from mmdyn_sc.tl import _fit
 
 from .test_attribution import LEARN, SLASHED
 
@@ -69,13 +70,39 @@ def test_saved_model_keeps_its_extra_fits(two_fits, tmp_path):
     model.save(str(tmp_path / "model"))
     loaded = ms.MMDynamics.load(str(tmp_path / "model"), mdata.copy())
     assert len(loaded.attribution_members_) == 1
+    assert loaded.attribution_member_epochs_ == model.attribution_member_epochs_
     again = mdata.copy()
     ms.tl.predict(again, loaded, attribution_cells=20)
     assert again.uns["mmdyn"]["attribution"]["n_fits"] == 2
+    assert (again.uns["mmdyn"]["attribution"]["extra_fit_epochs"]
+            == model.attribution_member_epochs_)
     for mod in ("rna", "prot"):
         np.testing.assert_allclose(again[mod].varm[Key.varm.attribution()].to_numpy(),
                                    query[mod].varm[Key.varm.attribution()].to_numpy(),
                                    rtol=1e-5, atol=1e-8)
+
+
+def test_extra_fit_trains_half_the_epochs_without_early_stopping(synth, monkeypatch):
+    calls = []
+    train = _fit._train
+
+    def spy(target, labels_key, setup, model_options, train_options, seed, **kwargs):
+        model = train(target, labels_key, setup, model_options, train_options, seed, **kwargs)
+        calls.append((seed, train_options, len(model.history["train_loss"])))
+        return model
+
+    monkeypatch.setattr(_fit, "_train", spy)
+    ms.tl.fit(synth, "cell_type", seed=3, n_fits=2, max_epochs=5, n_hidden=16,
+              enable_progress_bar=False)
+    (_, own, epochs), (seed, extra, extra_epochs) = calls
+    assert own["early_stopping"] is True and seed == 3 + MEMBER_SEED_STEP
+    assert extra["early_stopping"] is False
+    assert extra["max_epochs"] == extra_epochs == member_epochs(epochs) == -(-epochs // 2)
+    assert synth.uns["mmdyn"]["attribution"]["extra_fit_epochs"] == extra_epochs
+
+
+def test_member_epochs():
+    assert [member_epochs(e) for e in (0, 1, 2, 3, 60, 61)] == [1, 1, 1, 2, 30, 31]
 
 
 def test_member_seeds_are_apart():

@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "again (about twice the time; see tl.fit)")
     p_fit.add_argument("--n-fits", type=int, metavar="K",
                        help="average the per-class attribution over K fits that differ only "
-                       "in seed: steadier across seeds, K times the training; predictions "
-                       "come from the first fit (default: 1)")
+                       "in seed: steadier across seeds; each extra fit trains for half the "
+                       "first fit's epochs; predictions come from the first fit (default: 1)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")

@@ -299,12 +299,15 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
     return result
 
 
-def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS, n_fits: int = 1) -> dict:
+def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS, n_fits: int = 1,
+             extra_fit_epochs: int | str | None = None) -> dict:
     """What ``uns[key]["attribution"]`` records about the computation.
 
     ``n_fits``: the fits whose attributions were averaged (the model's own and its extra
-    fits, ``tl.fit(n_fits=)``).
+    fits, ``tl.fit(n_fits=)``); ``extra_fit_epochs`` (recorded with ``n_fits > 1``): how long
+    each extra fit trained.
     """
+    extra = {} if n_fits == 1 else {"extra_fit_epochs": extra_fit_epochs}
     return {
         "method": "integrated_gradients",
         "target": "log_softmax of the fused classifier at the predicted class",
@@ -318,4 +321,5 @@ def describe(max_cells: int, cells: str, n_steps: int = IG_STEPS, n_fits: int = 
         "partners": ("positive correlations only" if PARTNERS_POSITIVE_ONLY
                      else "positive and negative correlations"),
         "n_fits": int(n_fits),
+        **extra,
     }

@@ -20,6 +20,11 @@ from ._training import is_ddp_strategy
 #: Extra fit ``i`` (1, 2, ...) of a fit with seed ``s`` is trained with seed
 #: ``s + i * MEMBER_SEED_STEP``, so that fits with neighbouring seeds share no extra fit.
 MEMBER_SEED_STEP = 100
+#: An extra fit trains for this share of the first fit's epochs (rounded up, at least 1),
+#: without early stopping: half keeps the stability that a full-length extra fit buys on BMMC
+#: protein (Spearman between seeds 0.904 against 0.909) at about half its cost
+#: (``benchmarks/results/explain_training.md``, last sections).
+MEMBER_EPOCH_SHARE = 0.5
 
 
 def check_n_fits(n_fits, attribution: bool, strategy=None) -> int:
@@ -46,6 +51,11 @@ def member_seed(seed: int, member: int) -> int:
     return int(seed) + member * MEMBER_SEED_STEP
 
 
+def member_epochs(first_fit_epochs: int) -> int:
+    """Epochs of an extra fit of a model whose own fit trained ``first_fit_epochs``."""
+    return max(1, int(np.ceil(MEMBER_EPOCH_SHARE * first_fit_epochs)))
+
+
 def member_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights of a trained network, on the CPU, to keep as an extra fit."""
     return {name: value.detach().cpu().clone() for name, value in module.state_dict().items()}
@@ -54,6 +64,18 @@ def member_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def n_fits_of(model) -> int:
     """How many fits the model's per-class attribution averages (1 without extra fits)."""
     return 1 + len(getattr(model, "attribution_members_", None) or [])
+
+
+def extra_fit_epochs_of(model) -> int | str | None:
+    """Epochs of the model's extra fits (``tl.fit(n_fits=)``).
+
+    An int; ``"as the first fit"`` for a model saved before extra fits were shortened;
+    ``None`` without extra fits.
+    """
+    if n_fits_of(model) == 1:
+        return None
+    epochs = getattr(model, "attribution_member_epochs_", None)
+    return "as the first fit" if epochs is None else int(epochs)
 
 
 def member_modules(model) -> list[torch.nn.Module]:

@@ -21,7 +21,14 @@ from .._keys import (
 from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
-from ..model._attribution_members import check_n_fits, member_seed, member_state, n_fits_of
+from ..model._attribution_members import (
+    check_n_fits,
+    extra_fit_epochs_of,
+    member_epochs,
+    member_seed,
+    member_state,
+    n_fits_of,
+)
 from ..model._recipes import (
     MODEL_OPTIONS,
     TRAIN_OPTIONS,
@@ -98,18 +105,18 @@ def _train(target: MuData, labels_key: str, setup: dict, model_options: dict,
 
 
 def _train_members(target: MuData, labels_key: str, setup: dict, model_options: dict,
-                   train_options: dict, seed: int, n_fits: int,
+                   train_options: dict, seed: int, n_fits: int, epochs: int,
                    train_only_cells: np.ndarray | None = None) -> list[dict]:
     """Weights of ``n_fits - 1`` extra fits of the same data and options (other seeds).
 
     Each is trained on a copy of ``target`` (registering ``target`` again would unregister
-    the model's own fit), without checkpoints.
+    the model's own fit), without checkpoints, for ``epochs`` epochs without early stopping.
     """
     states = []
     for member in range(1, n_fits):
         extra_seed = member_seed(seed, member)
         member_options = {**train_options, "seed": extra_seed, "checkpoint_dir": None,
-                          "resume": False}
+                          "resume": False, "max_epochs": epochs, "early_stopping": False}
         extra = _train(copy_mudata(target), labels_key, setup, model_options, member_options,
                        extra_seed, train_only_cells=train_only_cells)
         states.append(member_state(extra.module))
@@ -324,8 +331,12 @@ def fit(
         ``..._attribution_direct`` are then the mean over all fits of the same cells' and
         classes' attributions, which changes less with ``seed`` (on BMMC protein, two fits
         raised the per-class Spearman correlation between seeds from 0.86 to 0.91:
-        ``benchmarks/results/explain.md``, fifth round). It costs ``n_fits`` times the
-        training and the attribution, and a copy of ``mdata`` while an extra fit trains.
+        ``benchmarks/results/explain.md``, fifth round). Each extra fit trains for half
+        the model's own epochs (rounded up) without early stopping (a full-length extra fit
+        bought no more stability: ``benchmarks/results/explain_training.md``), stored in
+        ``uns[key_added]["attribution"]["extra_fit_epochs"]``. It costs about
+        ``1 + (n_fits - 1) / 2`` times the training, ``n_fits`` times the attribution, and
+        a copy of ``mdata`` while an extra fit trains.
         Only the attribution uses the extra fits: predictions, certainty, gates, the image
         attribution and :func:`~mmdyn_sc.tl.explain` come from the model's own fit (its
         seed ``seed``). Their weights are kept in ``model.attribution_members_`` and saved
@@ -529,9 +540,11 @@ def fit(
         model = _train(target, training_key, setup, model_options, train_options, seed,
                        train_only_cells=chosen.rows)
     if n_fits > 1:
+        model.attribution_member_epochs_ = member_epochs(len(model.history.get("train_loss", [])))
         model.attribution_members_ = _train_members(
             target, labels_key if chosen is None else training_key, setup, model_options,
-            train_options, seed, n_fits, None if chosen is None else chosen.rows)
+            train_options, seed, n_fits, model.attribution_member_epochs_,
+            None if chosen is None else chosen.rows)
 
     split = np.full(target.n_obs, SPLIT_UNLABELED, dtype=object)
     split[model.train_indices] = SPLIT_TRAIN
@@ -551,6 +564,7 @@ def fit(
         uns["transductive"] = transductive_record(chosen, pseudo_label_fraction,
                                                   model.classes_, training_key, first_epochs)
     write_results(target, model, result, key_added, split, label_codes, uns,
-                  attribution=describe(attribution_cells, "training", n_fits=n_fits_of(model))
+                  attribution=describe(attribution_cells, "training", n_fits=n_fits_of(model),
+                                       extra_fit_epochs=extra_fit_epochs_of(model))
                   if attribution else None)
     return target if copy else model

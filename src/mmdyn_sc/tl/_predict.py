@@ -10,7 +10,7 @@ from .._keys import DEFAULT_KEY, SPLIT_QUERY, Key
 from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
-from ..model._attribution_members import n_fits_of
+from ..model._attribution_members import extra_fit_epochs_of, n_fits_of
 from ..model._seeding import kept_random_state
 from ..model._setup import resolve_label_codes
 from ._fit import _check_key, model_summary
@@ -123,7 +123,8 @@ def predict(
         uns["unknown_threshold"] = float(unknown_threshold)
     write_results(target, model, result, key_added, split, label_codes, uns,
                   unknown_threshold=unknown_threshold,
-                  attribution=describe(attribution_cells, "query", n_fits=n_fits_of(model))
+                  attribution=describe(attribution_cells, "query", n_fits=n_fits_of(model),
+                                       extra_fit_epochs=extra_fit_epochs_of(model))
                   if attribution else None,
                   unseen_class=unseen_class)
     if unknown_threshold is not None:
