@@ -8,7 +8,6 @@ attribution as ``model.attribution_members_``. Rankings, P@5 and stability are
 Run (about 7 min, one core):
 ``OMP_NUM_THREADS=1 python benchmarks/explain_training/short_member.py``.
 """
-import itertools
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ def main():
     quiet_process(1)
     import explain as ex
     import numpy as np
+    from _members import record, summary
 
     import mmdyn_sc
     from mmdyn_sc.model._attribution_members import member_state
@@ -52,8 +52,6 @@ def main():
             first = time.perf_counter() - t0
             epochs = len(model.history["train_loss"])
             net = ex.Net(model)
-            classes = net.classes
-            scored = [c for c in range(len(classes)) if classes[c] in markers]
             rows = np.asarray(model.train_indices)
             for name, options in variants(epochs).items():
                 model.attribution_members_ = []
@@ -64,26 +62,14 @@ def main():
                                             **options)
                     seconds.setdefault(name, []).append((time.perf_counter() - t0) / first)
                     model.attribution_members_ = [member_state(extra.module)]
-                ranking = ex.model_rankings([net], rows, ["package"], 500, seed)[0]
-                col = ranking["package"]["prot"]
-                p5 = ex.precision(col, net.features["prot"], markers, classes, scored, 5)
                 out.setdefault(name, {}).setdefault(donor, []).append(
-                    {"rank": col, "p5": float(np.mean([v[0] for v in p5.values()]))})
+                    record(ex, net, rows, seed, markers))
             print(donor, seed, "epochs", epochs, {n: round(out[n][donor][-1]["p5"], 3)
                                                   for n in out}, flush=True)
     for name in out:
-        rho, jac, p5 = [], [], []
-        for donor in ("s1d1", "s1d2"):
-            recs = out[name][donor]
-            p5.append(np.mean([r["p5"] for r in recs]))
-            for a, b in itertools.combinations(recs, 2):
-                r, j = ex.stability(a["rank"], b["rank"], range(a["rank"].shape[1]))
-                rho.append(r)
-                jac.append(j)
+        rho, jac, p5 = summary(ex, out[name])
         ratio = np.median(seconds[name]) if name in seconds else 0.0
-        print(f"| {name} | {np.mean(rho):.3f} | {np.mean(jac):.3f} | {p5[0]:.3f} / {p5[1]:.3f} "
-              f"| {ratio:.2f} |")
-
+        print(f"| {name} | {rho:.3f} | {jac:.3f} | {p5[0]:.3f} / {p5[1]:.3f} | {ratio:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,6 @@ fits (``model.attribution_members_``). Rankings, precision and stability are
 ``benchmarks/explain.py``'s. Run (2 min, one core):
 ``OMP_NUM_THREADS=1 python benchmarks/explain_training/snapshots.py``.
 """
-import itertools
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ def main():
     quiet_process(1)
     import explain as ex
     import numpy as np
+    from _members import record, summary
 
     import mmdyn_sc
     from mmdyn_sc.model import _training_plan as tp
@@ -53,30 +53,17 @@ def main():
                                     enable_progress_bar=False, attribution=False)
             last = len(snaps) - 1
             net = ex.Net(model)
-            classes = net.classes
-            scored = [c for c in range(len(classes)) if classes[c] in markers]
             rows = np.asarray(model.train_indices)
             for name, back in VARIANTS.items():
                 model.attribution_members_ = [snaps[last - b] for b in back if last - b >= 0]
-                ranking = ex.model_rankings([net], rows, ["package"], 500, seed)[0]
-                col = ranking["package"]["prot"]
-                p5 = ex.precision(col, net.features["prot"], markers, classes, scored, 5)
                 out.setdefault(name, {}).setdefault(donor, []).append(
-                    {"rank": col, "p5": float(np.mean([v[0] for v in p5.values()]))})
+                    record(ex, net, rows, seed, markers))
             print(donor, seed, "epochs", last + 1, "s", round(time.perf_counter() - t0),
                   {n: round(out[n][donor][-1]["p5"], 3) for n in VARIANTS}, flush=True)
     for name in VARIANTS:
-        rho, jac, p5 = [], [], []
-        for donor in ("s1d1", "s1d2"):
-            recs = out[name][donor]
-            p5.append(np.mean([r["p5"] for r in recs]))
-            for a, b in itertools.combinations(recs, 2):
-                r, j = ex.stability(a["rank"], b["rank"], range(a["rank"].shape[1]))
-                rho.append(r)
-                jac.append(j)
-        print(f"{name:10s} Spearman {np.mean(rho):.3f}  J@20 {np.mean(jac):.3f}  "
+        rho, jac, p5 = summary(ex, out[name])
+        print(f"{name:10s} Spearman {rho:.3f}  J@20 {jac:.3f}  "
               f"P@5 s1d1/s1d2 {p5[0]:.3f}/{p5[1]:.3f}")
-
 
 if __name__ == "__main__":
     main()
