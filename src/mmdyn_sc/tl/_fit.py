@@ -333,7 +333,8 @@ def fit(
         raised the per-class Spearman correlation between seeds from 0.86 to 0.91:
         ``benchmarks/results/explain.md``, fifth round). Each extra fit trains for half
         the model's own epochs (rounded up) without early stopping (a full-length extra fit
-        bought no more stability: ``benchmarks/results/explain_training.md``), stored in
+        bought hardly more stability, 0.909 against 0.904:
+        ``benchmarks/results/explain_training.md``), stored in
         ``uns[key_added]["attribution"]["extra_fit_epochs"]``. It costs about
         ``1 + (n_fits - 1) / 2`` times the training, ``n_fits`` times the attribution, and
         a copy of ``mdata`` while an extra fit trains.
@@ -457,8 +458,9 @@ def fit(
             logged metric, index = epoch), ``images`` (image modalities only: per modality
             ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size``, and
             ``heatmap`` and ``attribution``, whether each was written), ``attribution`` (how the
-            attribution was computed, the fits it averages, ``n_fits``, and ``n_cells`` per
-            modality and class), ``certainty``
+            attribution was computed, the fits it averages, ``n_fits``, with ``n_fits > 1``
+            the extra fits' ``extra_fit_epochs``, and ``n_cells`` per modality and class),
+            ``certainty``
             (the Platt calibrations ``platt`` and ``modality_platt``, where they were fitted
             (``calibrated_on``), the ``novelty`` rule and its reference, and ``diagnostics`` on
             the validation cells: ``ece``, ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``,
