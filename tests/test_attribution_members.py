@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mudata as md
 import numpy as np
 import pytest
 import torch
@@ -76,6 +77,9 @@ def test_saved_model_keeps_its_extra_fits(two_fits, tmp_path):
     assert again.uns["mmdyn"]["attribution"]["n_fits"] == 2
     assert (again.uns["mmdyn"]["attribution"]["extra_fit_epochs"]
             == model.attribution_member_epochs_)
+    again.write_h5mu(tmp_path / "again.h5mu")
+    back = md.read_h5mu(tmp_path / "again.h5mu")
+    assert back.uns["mmdyn"]["attribution"]["extra_fit_epochs"] == model.attribution_member_epochs_
     for mod in ("rna", "prot"):
         np.testing.assert_allclose(again[mod].varm[Key.varm.attribution()].to_numpy(),
                                    query[mod].varm[Key.varm.attribution()].to_numpy(),
@@ -126,8 +130,6 @@ def test_extra_fits_are_refused_under_ddp(synth):
 
 
 def test_extra_fits_need_a_tabular_modality(_synth_images):
-    import mudata as md
-
     mdata = md.MuData({"image": _synth_images.copy()})
     mdata.obs["label"] = _synth_images.obs["label"].astype(str).to_numpy()
     with pytest.raises(ValueError, match="all images"):
