@@ -16,7 +16,11 @@ import torch  # noqa: E402
 import mmdyn_sc as ms  # noqa: E402
 from mmdyn_sc._keys import Key  # noqa: E402
 from mmdyn_sc._names import original_names  # noqa: E402
-from mmdyn_sc.model._attribution import baselines, partner_credit  # noqa: E402
+from mmdyn_sc.model._attribution import (  # noqa: E402
+    baselines,
+    class_attribution,
+    partner_credit,
+)
 
 #: Enough epochs for the synthetic classes to be learnt; attribution on (FAST turns it off).
 LEARN = {"max_epochs": 30, "n_hidden": 32, "enable_progress_bar": False}
@@ -196,13 +200,21 @@ def test_explain_blocks_equal_the_whole_set_and_the_class_means(fitted, tmp_path
     np.testing.assert_allclose(part.X, whole[mdata.obs_names[50:90]].X, atol=1e-6)
     proba = mdata.obsm[Key.obsm.proba()].to_numpy()
     np.testing.assert_array_equal(whole.obs["prediction"].cat.codes, proba.argmax(1))
-    # the class means over the training cells are the stored direct attribution
+    # tl.explain explains the model's own fit: its class means over the training cells are
+    # that fit's direct attribution, which the stored table averages with the extra fit's
+    # (test_attribution_members.py checks that mean)
     predicted = proba.argmax(1)
     train = np.asarray(model.train_indices)
-    direct = mdata["prot"].varm[Key.varm.attribution_direct()].to_numpy()
+    members, model.attribution_members_ = model.attribution_members_, []
+    try:
+        with model._aligned(None) as aligned:
+            own = class_attribution(model, aligned, train, predicted).direct["prot"]
+    finally:
+        model.attribution_members_ = members
+    assert len(members) == 1  # two fits by default
     for c in range(len(model.classes_)):
         rows = train[predicted[train] == c]
-        np.testing.assert_allclose(whole.X[rows].mean(0), direct[:, c], atol=1e-5)
+        np.testing.assert_allclose(whole.X[rows].mean(0), own[:, c], atol=1e-5)
     # written block by block to a file, read back backed
     on_disk = ms.tl.explain(mdata, model, modality="prot", path=tmp_path / "ex.h5ad",
                             max_cells=10, batch_size=50)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import mmdyn_sc as ms
 from mmdyn_sc._keys import Key
 from mmdyn_sc.model._attribution import class_attribution
-from mmdyn_sc.model._attribution_members import MEMBER_SEED_STEP, member_epochs
+from mmdyn_sc.model._attribution_members import (
+    AUTO_N_FITS,
+    MEMBER_SEED_STEP,
+    auto_n_fits,
+    member_epochs,
+)
 from mmdyn_sc.tl import _fit
 
 from .test_attribution import LEARN, SLASHED
@@ -59,7 +66,7 @@ def test_predictions_come_from_the_first_fit(two_fits, _synth_prepared):
     mdata, _ = two_fits
     single = _synth_prepared[0].copy()
     single.obs["cell_type"] = single.obs["cell_type"].cat.rename_categories(SLASHED)
-    ms.tl.fit(single, "cell_type", seed=0, **LEARN)
+    ms.tl.fit(single, "cell_type", seed=0, n_fits=1, **LEARN)
     np.testing.assert_array_equal(mdata.obsm[Key.obsm.proba()], single.obsm[Key.obsm.proba()])
     assert single.uns["mmdyn"]["attribution"]["n_fits"] == 1
 
@@ -86,7 +93,9 @@ def test_saved_model_keeps_its_extra_fits(two_fits, tmp_path):
                                    rtol=1e-5, atol=1e-8)
 
 
-def test_extra_fit_trains_half_the_epochs_without_early_stopping(synth, monkeypatch):
+@pytest.fixture
+def train_calls(monkeypatch) -> list:
+    """(seed, train options, epochs trained) of every training run inside ``tl.fit``."""
     calls = []
     train = _fit._train
 
@@ -96,13 +105,57 @@ def test_extra_fit_trains_half_the_epochs_without_early_stopping(synth, monkeypa
         return model
 
     monkeypatch.setattr(_fit, "_train", spy)
-    ms.tl.fit(synth, "cell_type", seed=3, n_fits=2, max_epochs=5, n_hidden=16,
+    return calls
+
+
+def test_extra_fit_trains_half_the_epochs_without_early_stopping(synth, train_calls):
+    # n_fits left at "auto": the default recipe on tabular data averages two fits
+    ms.tl.fit(synth, "cell_type", seed=3, max_epochs=5, n_hidden=16,
               enable_progress_bar=False)
-    (_, own, epochs), (seed, extra, extra_epochs) = calls
+    assert synth.uns["mmdyn"]["attribution"]["n_fits"] == AUTO_N_FITS == 2
+    (_, own, epochs), (seed, extra, extra_epochs) = train_calls
     assert own["early_stopping"] is True and seed == 3 + MEMBER_SEED_STEP
     assert extra["early_stopping"] is False
     assert extra["max_epochs"] == extra_epochs == member_epochs(epochs) == -(-epochs // 2)
     assert synth.uns["mmdyn"]["attribution"]["extra_fit_epochs"] == extra_epochs
+
+
+@pytest.mark.parametrize("options", [{"recipe": "paper"}, {"attribution": False},
+                                     {"n_fits": 1}])
+def test_auto_is_one_fit_otherwise(synth, train_calls, options):
+    ms.tl.fit(synth, "cell_type", seed=3, max_epochs=2, n_hidden=16,
+              enable_progress_bar=False, **options)
+    assert len(train_calls) == 1
+    if options.get("attribution", True):
+        assert synth.uns["mmdyn"]["attribution"]["n_fits"] == 1
+
+
+def test_auto_n_fits_rule():
+    default = {"attribution": True, "recipe": "default", "strategy": None, "has_images": False}
+    assert auto_n_fits(**default) == AUTO_N_FITS
+    for change in ({"attribution": False}, {"recipe": "paper"}, {"strategy": "ddp"},
+                   {"has_images": True}):
+        assert auto_n_fits(**{**default, **change}) == 1, change
+
+
+def test_auto_is_one_fit_with_an_image_modality(_synth_images, monkeypatch):
+    """A MuData with an image modality beside a tabular one: ``auto`` gives one fit."""
+    seen = []
+    resolve = _fit.auto_n_fits
+
+    def spy(**kwargs):
+        seen.append(kwargs["has_images"])
+        return resolve(**kwargs)
+
+    monkeypatch.setattr(_fit, "auto_n_fits", spy)
+    images = _synth_images.copy()
+    tabular = ad.AnnData(np.random.default_rng(0).normal(size=(images.n_obs, 5)).astype(
+        np.float32), obs=pd.DataFrame(index=images.obs_names))
+    mdata = md.MuData({"image": images, "prot": tabular})
+    mdata.obs["label"] = images.obs["label"].astype(str).to_numpy()
+    ms.tl.fit(mdata, "label", max_epochs=1, enable_progress_bar=False, attribution_cells=2)
+    assert seen == [True]
+    assert mdata.uns["mmdyn"]["attribution"]["n_fits"] == 1
 
 
 def test_member_epochs():
@@ -113,9 +166,9 @@ def test_member_seeds_are_apart():
     assert MEMBER_SEED_STEP >= 10  # fits of seeds 0..9 share no extra fit
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", "Auto", True])
 def test_bad_n_fits_is_named(synth, bad):
-    with pytest.raises(ValueError, match="n_fits must be a positive integer"):
+    with pytest.raises(ValueError, match="n_fits must be a positive integer or 'auto'"):
         ms.tl.fit(synth, "cell_type", n_fits=bad, max_epochs=1)
 
 

@@ -332,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_fit.add_argument("--n-fits", type=int, metavar="K",
                        help="average the per-class attribution over K fits that differ only "
                        "in seed: steadier across seeds; each extra fit trains for half the "
-                       "first fit's epochs; predictions come from the first fit (default: 1)")
+                       "first fit's epochs; predictions come from the first fit (default: "
+                       "tl.fit's 'auto', 2 for tabular modalities with the default recipe, "
+                       "else 1; 1 for one fit)")
     p_fit.add_argument("--checkpoint-dir", type=Path, metavar="DIR",
                        help="write a training checkpoint (last.ckpt) into DIR every "
                        "--checkpoint-every epochs")

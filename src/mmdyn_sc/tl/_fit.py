@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -22,6 +23,7 @@ from .._utils import copy_mudata
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
 from ..model._attribution_members import (
+    auto_n_fits,
     check_n_fits,
     extra_fit_epochs_of,
     member_epochs,
@@ -111,14 +113,17 @@ def _train_members(target: MuData, labels_key: str, setup: dict, model_options: 
 
     Each is trained on a copy of ``target`` (registering ``target`` again would unregister
     the model's own fit), without checkpoints, for ``epochs`` epochs without early stopping.
+    Their warnings are silenced: the same data and options gave them in the model's own fit.
     """
     states = []
     for member in range(1, n_fits):
         extra_seed = member_seed(seed, member)
         member_options = {**train_options, "seed": extra_seed, "checkpoint_dir": None,
                           "resume": False, "max_epochs": epochs, "early_stopping": False}
-        extra = _train(copy_mudata(target), labels_key, setup, model_options, member_options,
-                       extra_seed, train_only_cells=train_only_cells)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            extra = _train(copy_mudata(target), labels_key, setup, model_options,
+                           member_options, extra_seed, train_only_cells=train_only_cells)
         states.append(member_state(extra.module))
     return states
 
@@ -161,7 +166,7 @@ def fit(
     resume: bool = False,
     attribution: bool = True,
     attribution_cells: int = ATTRIBUTION_CELLS,
-    n_fits: int = 1,
+    n_fits: int | Literal["auto"] = "auto",
     transductive: bool = False,
     pseudo_label_fraction: float = PSEUDO_LABEL_FRACTION,
     **train_kwargs,
@@ -325,12 +330,17 @@ def fit(
         for the patch attribution (200 by default; a random sample, the same for the same
         seed).
     n_fits
-        Fits whose per-class attributions are averaged (1 by default). With ``n_fits > 1``
+        Fits whose per-class attributions are averaged. ``"auto"`` (the default) is 2 with
+        ``recipe="default"``, ``attribution=True``, no DDP ``strategy`` and no image
+        modality, and 1 otherwise (the paper recipe keeps the study's single training; an
+        image modality would retrain its convolutional network in each extra fit); the
+        number used is ``uns[key_added]["attribution"]["n_fits"]``. Pass ``n_fits=1`` for
+        one fit (about 0.6x the time of the default's two). With ``n_fits > 1``
         the model is trained ``n_fits - 1`` more times on the same data and options, with
         seeds ``seed + 100``, ``seed + 200``, ...; ``varm[f"{key_added}_attribution"]`` and
         ``..._attribution_direct`` are then the mean over all fits of the same cells' and
         classes' attributions, which changes less with ``seed`` (on BMMC protein, two fits
-        raised the per-class Spearman correlation between seeds from 0.86 to 0.91:
+        raised the per-class Spearman correlation between seeds from 0.86 to 0.90:
         ``benchmarks/results/explain.md``, fifth round). Each extra fit trains for half
         the model's own epochs (rounded up) without early stopping (a full-length extra fit
         bought hardly more stability, 0.909 against 0.904:
@@ -341,8 +351,9 @@ def fit(
         Only the attribution uses the extra fits: predictions, certainty, gates, the image
         attribution and :func:`~mmdyn_sc.tl.explain` come from the model's own fit (its
         seed ``seed``). Their weights are kept in ``model.attribution_members_`` and saved
-        with the model, so :func:`~mmdyn_sc.tl.predict` averages the same fits. Needs
-        ``attribution=True``, a tabular modality and no DDP ``strategy``.
+        with the model, so :func:`~mmdyn_sc.tl.predict` averages the same fits. A given
+        ``n_fits > 1`` needs ``attribution=True``, a tabular modality and no DDP
+        ``strategy``.
     transductive
         Let the cells without a label (the query, put into ``mdata`` with a missing label)
         shape the model, by pseudo-labels: a first fit on the labelled cells predicts
@@ -503,14 +514,18 @@ def fit(
     _check_key(key_added)
     check_seed(seed)
     check_attribution_options(attribution, attribution_cells)
+    used = [m for m in (modalities or list(mdata.mod)) if m in mdata.mod] if isinstance(
+        mdata, MuData) else []
+    imaged = [m for m in used if holds_images(mdata.mod[m], image_key)]
+    if isinstance(n_fits, str) and n_fits == "auto":
+        n_fits = auto_n_fits(attribution=attribution, recipe=recipe,
+                             strategy=train_kwargs.get("strategy"), has_images=bool(imaged))
     n_fits = check_n_fits(n_fits, attribution, train_kwargs.get("strategy"))
-    if n_fits > 1 and isinstance(mdata, MuData):
-        used = [m for m in (modalities or list(mdata.mod)) if m in mdata.mod]
-        if used and all(holds_images(mdata.mod[m], image_key) for m in used):
-            raise ValueError(
-                f"n_fits={n_fits} averages the per-class attribution of tabular modalities, "
-                f"and the modalities {used} are all images (their explanation is the patch "
-                "gate and attribution of the first fit). Use n_fits=1.")
+    if n_fits > 1 and used and len(imaged) == len(used):
+        raise ValueError(
+            f"n_fits={n_fits} averages the per-class attribution of tabular modalities, "
+            f"and the modalities {used} are all images (their explanation is the patch "
+            "gate and attribution of the first fit). Use n_fits=1.")
     given = {k: arguments[k] for k in (*MODEL_OPTIONS, *TRAIN_OPTIONS)
              if arguments[k] is not _UNSET}
     options = recipe_options(recipe, given)
