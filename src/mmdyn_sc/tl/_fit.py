@@ -347,7 +347,8 @@ def fit(
         ``benchmarks/results/explain_training.md``), stored in
         ``uns[key_added]["attribution"]["extra_fit_epochs"]``. It costs about
         ``1 + (n_fits - 1) / 2`` times the training, ``n_fits`` times the attribution, and
-        a copy of ``mdata`` while an extra fit trains.
+        a copy of ``mdata`` while an extra fit trains (for data near the memory limit,
+        pass ``n_fits=1``).
         Only the attribution uses the extra fits: predictions, certainty, gates, the image
         attribution and :func:`~mmdyn_sc.tl.explain` come from the model's own fit (its
         seed ``seed``). Their weights are kept in ``model.attribution_members_`` and saved
