@@ -149,7 +149,7 @@ def test_held_out_calibration_predicts_validation_tcp_better(bmmc):
     reports = {}
     for size in (0.1, 0.0):
         ms.tl.fit(bmmc, "cell_type", confidence="tcp_calibrated", calibration_size=size,
-                  seed=0, max_epochs=60, enable_progress_bar=False)
+                  seed=0, max_epochs=60, enable_progress_bar=False, attribution=False)
         reports[size] = bmmc.uns["mmdyn"]["confidence"]["modalities"]
     for mod in ("rna", "prot"):
         assert reports[0.1][mod]["relative_error"] < reports[0.0][mod]["relative_error"], mod

@@ -368,7 +368,8 @@ def test_killed_fit_resumes_to_the_uninterrupted_result(donor_files, tmp_path):
                              weights_only=False)["epoch"]
     assert saved_epoch == 5
 
-    options = {"max_epochs": 400, "seed": 2, "checkpoint_dir": str(checkpoints)}
+    # one fit: the extra fit of the default (n_fits="auto") has no checkpoints to resume
+    options = {"max_epochs": 400, "seed": 2, "checkpoint_dir": str(checkpoints), "n_fits": 1}
     resumed, resumed_model = _fit_in_process(donor_files["s1d1"], resume=True,
                                              checkpoint_every_n_epochs=2, **options)
     options.pop("checkpoint_dir")
