@@ -7,6 +7,7 @@ training (``_training``), inference tables (``_results``) and loading (``_load``
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal
@@ -29,7 +30,13 @@ from ._inference import InferenceResult, run_inference
 from ._load import load_model
 from ._options import check_model_options, gate_ranks, hidden_sizes
 from ._recipes import DEFAULTS, ClassWeights, Confidence, FeatureScaling
-from ._registration import ALIGNED_COPIES, forget_query, loader_dtypes, register_aligned
+from ._registration import (
+    ALIGNED_COPIES,
+    drop_instance_store,
+    forget_query,
+    loader_dtypes,
+    register_aligned,
+)
 from ._scvi_logging import quiet_scvi
 from ._seeding import kept_random_state
 from ._setup import resolve_setup
@@ -208,6 +215,8 @@ class MMDynamics(BaseModelClass):
             + (f", images {self.images_}" if self.images_ else "")
         )
         self.init_params_ = self._get_init_params(locals())
+        # scvi-tools keeps a store of managers per model instance for the whole session
+        weakref.finalize(self, drop_instance_store, type(self), self.id)
 
     # ------------------------------------------------------------------ setup
     @classmethod

@@ -38,6 +38,12 @@ class AlignedCopies:
         self._entries[key] = (weakref.ref(mdata), aligned)
         weakref.finalize(mdata, self._entries.pop, key, None)
 
+    def forget(self, mdata: MuData) -> None:
+        """Forget ``mdata``'s copy (set it up again to build another model)."""
+        entry = self._entries.get(id(mdata))
+        if entry is not None and entry[0]() is mdata:
+            del self._entries[id(mdata)]
+
     def get(self, mdata: MuData) -> AlignedData | None:
         """The copy of ``mdata``, or ``None`` if ``mdata`` was not set up."""
         entry = self._entries.get(id(mdata))
@@ -103,6 +109,25 @@ def loader_dtypes(manager: AnnDataManager, aligned: MuData, modalities: Sequence
         if mod in images:
             dtypes[rk.modality_x(i)] = aligned.mod[mod].obsm[ALIGNED_IMAGE_KEY].dtype.type
     return dtypes
+
+
+def release_setup(model, mdata: MuData) -> None:
+    """Leave ``model`` the only holder of the aligned copy that ``mdata``'s setup made.
+
+    For a setup made inside :func:`mmdyn_sc.tl.fit` (the user never sees it): scvi-tools
+    keeps every set-up copy in a class-wide store for the rest of the session, and
+    :data:`ALIGNED_COPIES` keeps it while ``mdata`` lives, so every fit (and every extra fit
+    of ``n_fits``) would keep a copy of the data after its model is gone. The model keeps its
+    copy and manager itself (``model.adata``, ``model.adata_manager``); its per-instance
+    store entry is dropped when the model is garbage-collected (:func:`drop_instance_store`).
+    """
+    type(model)._setup_adata_manager_store.pop(model.adata_manager.adata_uuid, None)
+    ALIGNED_COPIES.forget(mdata)
+
+
+def drop_instance_store(cls, model_id: str) -> None:
+    """Forget scvi-tools' per-instance managers of a garbage-collected model."""
+    cls._per_instance_manager_store.pop(model_id, None)
 
 
 def forget_query(model, aligned: MuData) -> None:

@@ -41,6 +41,7 @@ from ..model._recipes import (
     image_options_for,
     recipe_options,
 )
+from ..model._registration import release_setup
 from ..model._seeding import check_seed, kept_random_state, local_seed
 from ..model._setup import holds_images
 from ._store import history_arrays, write_results
@@ -98,11 +99,17 @@ def model_summary(model: MMDynamics, key_added: str) -> dict:
 def _train(target: MuData, labels_key: str, setup: dict, model_options: dict,
            train_options: dict, seed: int,
            train_only_cells: np.ndarray | None = None) -> MMDynamics:
-    """Register ``target``, build the model (seeded) and train it."""
+    """Register ``target``, build the model (seeded) and train it.
+
+    The registration is private to the fit: once trained, the model holds its aligned copy
+    of the data alone (:func:`~mmdyn_sc.model._registration.release_setup`), so that the copy
+    goes when the model goes.
+    """
     MMDynamics.setup_mudata(target, labels_key=labels_key, **setup)
     with local_seed(seed):  # weight initialisation; train() seeds the rest the same way
         model = MMDynamics(target, **model_options)
     model.train(train_only_cells=train_only_cells, **train_options)
+    release_setup(model, target)
     return model
 
 
@@ -111,8 +118,9 @@ def _train_members(target: MuData, labels_key: str, setup: dict, model_options: 
                    train_only_cells: np.ndarray | None = None) -> list[dict]:
     """Weights of ``n_fits - 1`` extra fits of the same data and options (other seeds).
 
-    Each is trained on a copy of ``target`` (registering ``target`` again would unregister
-    the model's own fit), without checkpoints, for ``epochs`` epochs without early stopping.
+    Each is trained on ``target`` itself (the model's own fit holds its own aligned copy of
+    the data, :func:`_train`), without checkpoints, for ``epochs`` epochs without early
+    stopping.
     Their warnings are silenced: the same data and options gave them in the model's own fit.
     """
     states = []
@@ -122,8 +130,8 @@ def _train_members(target: MuData, labels_key: str, setup: dict, model_options: 
                           "resume": False, "max_epochs": epochs, "early_stopping": False}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            extra = _train(copy_mudata(target), labels_key, setup, model_options,
-                           member_options, extra_seed, train_only_cells=train_only_cells)
+            extra = _train(target, labels_key, setup, model_options, member_options,
+                           extra_seed, train_only_cells=train_only_cells)
         states.append(member_state(extra.module))
     return states
 
@@ -346,9 +354,9 @@ def fit(
         bought hardly more stability, 0.909 against 0.904:
         ``benchmarks/results/explain_training.md``), stored in
         ``uns[key_added]["attribution"]["extra_fit_epochs"]``. It costs about
-        ``1 + (n_fits - 1) / 2`` times the training, ``n_fits`` times the attribution, and
-        a copy of ``mdata`` while an extra fit trains (for data near the memory limit,
-        pass ``n_fits=1``).
+        ``1 + (n_fits - 1) / 2`` times the training and ``n_fits`` times the attribution;
+        while an extra fit trains, its aligned copy of the data (as every fit makes) sits
+        beside the model's own (for data near the memory limit, pass ``n_fits=1``).
         Only the attribution uses the extra fits: predictions, certainty, gates, the image
         attribution and :func:`~mmdyn_sc.tl.explain` come from the model's own fit (its
         seed ``seed``). Their weights are kept in ``model.attribution_members_`` and saved
