@@ -80,8 +80,9 @@ def predict(
         predicted class (200 by default; a fixed random sample) and, with an image modality,
         the patch attribution of at most ``attribution_cells`` imaged cells per predicted
         class, NaN for the others (``obsm[f"{key_added}_attribution"]`` of the image
-        modality). A model fitted with ``n_fits > 1`` averages the per-class
-        attribution over the same fits (``uns[key_added]["attribution"]["n_fits"]``).
+        modality). A model fitted with ``n_fits > 1`` (two fits, the default of
+        :func:`~mmdyn_sc.tl.fit` for tabular data) averages the per-class attribution over
+        the same fits (``uns[key_added]["attribution"]["n_fits"]``).
         ``False`` skips it.
     attribution_cells
         See ``attribution``.
