@@ -180,6 +180,7 @@ class Net:
         self.model = model
         self.module = copy.deepcopy(model.module) if module is None else module
         self.reinitialised = module is not None  # the sanity check's network
+        self.members = []  # the sanity check's re-initialised extra fits (tl.fit(n_fits=))
         self.module.eval()
         self.mods = list(model.modalities_)
         self.features = {m: list(model.features_[m]) for m in self.mods}
@@ -379,8 +380,8 @@ def package_rankings(net, rows, groups, method):
                    "positive_only": credit.group(1) == "pos"}
     trained, members = model.module, getattr(model, "attribution_members_", None)
     model.module = net.module
-    if net.reinitialised:  # the sanity check's re-initialised copy: no trained extra fit
-        model.attribution_members_ = []
+    if net.reinitialised:  # the sanity check's copy: every fit's weights re-initialised
+        model.attribution_members_ = list(net.members)
     try:
         result = class_attribution(model, model.adata, rows, predicted, **options)
     finally:
@@ -554,6 +555,14 @@ def faithfulness(net, rows, labels, rankings, mod_index, seed, eval_classes):
     return out
 
 
+def reinit_members(model, seed):
+    """The weights of the model's extra fits (``tl.fit(n_fits=)``), each re-initialised."""
+    from mmdyn_sc.model._attribution_members import member_modules, member_state
+
+    return [member_state(reinit_module(m, seed + i)) for i, m in
+            enumerate(member_modules(model))]
+
+
 def reinit_module(module, seed):
     import torch
 
@@ -677,6 +686,7 @@ def run_split(train, query, seed, args, methods, markers, n_fits, c_grid):
     # --- sanity: re-initialised weights, same cells and groups
     if not args.no_sanity:
         rnet = Net(model, module=reinit_module(model.module, 999 + seed))
+        rnet.members = reinit_members(model, 1999 + seed)
         model_based = [m for m in methods]
         rr, _, _, _ = model_rankings([rnet], tr, model_based, args.max_cells, seed,
                                      groups=groups)
@@ -835,8 +845,8 @@ def package_fits_note(meta) -> list[str]:
     return ["", f"`package*` rows: the package's `tl.fit(n_fits={k})`, the mean of {k} fits' "
             "attributions (seeds s, s + 100, ...) of the same cells, grouped by the first fit's "
             "predictions; faithfulness and every other row use the first fit only, and the "
-            "sanity check re-initialises the first fit alone. Fit seconds include the extra "
-            "fits."]
+            "sanity check re-initialises every fit (the first fit alone before 2026-12-07). "
+            "Fit seconds include the extra fits."]
 
 
 def markdown_bmmc(res):
