@@ -523,8 +523,8 @@ def fit(
     _check_key(key_added)
     check_seed(seed)
     check_attribution_options(attribution, attribution_cells)
-    used = [m for m in (modalities or list(mdata.mod)) if m in mdata.mod] if isinstance(
-        mdata, MuData) else []
+    used = ([m for m in (modalities or list(mdata.mod)) if m in mdata.mod]
+            if isinstance(mdata, MuData) else [])
     imaged = [m for m in used if holds_images(mdata.mod[m], image_key)]
     if isinstance(n_fits, str) and n_fits == "auto":
         n_fits = auto_n_fits(attribution=attribution, recipe=recipe,
