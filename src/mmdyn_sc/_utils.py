@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 
 import mudata
@@ -38,7 +39,9 @@ def copy_mudata(mdata):
     mudata 0.3 cannot copy (without pulling) a MuData whose ``.obs`` index is named unlike
     its modalities' (``mdata[cells].copy()`` drops the name, e.g. ``"barcode"``, from
     ``.obs`` but not from the modalities): the index is given the modalities' name for the
-    copy, and both ``mdata`` and the copy get the name back that ``mdata`` had.
+    copy, and both ``mdata`` and the copy get the name back that ``mdata`` had. mudata's
+    warning that the global ``var_names`` are not unique (a gene and its protein named
+    alike, as in CITE-seq) is not repeated: the copy has the names ``mdata`` has.
     """
     names = {a.obs.index.name for a in mdata.mod.values()}
     name = mdata.obs.index.name
@@ -46,7 +49,8 @@ def copy_mudata(mdata):
     try:
         if renamed:
             mdata.obs.index.name = next(iter(names))
-        with mudata_options():
+        with mudata_options(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="var_names are not unique")
             copied = mdata.copy()
     finally:
         if renamed:
