@@ -19,7 +19,7 @@ from .._keys import (
     SPLIT_VALIDATION,
     Key,
 )
-from .._utils import copy_mudata
+from .._utils import copy_mudata, logger
 from ..model import MMDynamics
 from ..model._attribution import ATTRIBUTION_CELLS, check_attribution_options, describe
 from ..model._attribution_members import (
@@ -128,6 +128,8 @@ def _train_members(target: MuData, labels_key: str, setup: dict, model_options: 
         extra_seed = member_seed(seed, member)
         member_options = {**train_options, "seed": extra_seed, "checkpoint_dir": None,
                           "resume": False, "max_epochs": epochs, "early_stopping": False}
+        logger.info("extra fit %d of %d for the attribution (seed %d, %d epoch%s; n_fits=1 "
+                    "skips it)", member + 1, n_fits, extra_seed, epochs, "s" * (epochs != 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             extra = _train(target, labels_key, setup, model_options, member_options,
