@@ -350,3 +350,20 @@ def test_query_without_a_modality_warns_nothing_extra(fitted, recwarn):
     ms.tl.predict(query, model)
     assert np.isfinite(query["rna"].varm[Key.varm.attribution()].to_numpy()).all()
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_partner_credit_receivers_can_be_limited_to_used_features():
+    """``receiver_min_share``: credit only where the feature's own value is large enough."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 4))
+    x[:, 1] = x[:, 0] + 0.1 * rng.normal(size=500)  # 0 and 1 move together
+    values = np.array([[1.0, 0.0], [0.3, 0.0], [0.5, 0.0], [2.0, -1.0]])
+    r01 = np.corrcoef(x[:, 0], x[:, 1])[0, 1]
+    # column 0: the floor is 0.2 x 2.0; feature 1 (0.3) keeps its own value, 0 receives
+    np.testing.assert_allclose(partner_credit(x, values, receiver_min_share=0.2)[:, 0],
+                               [1.0 + 0.3 * r01, 0.3, 0.5, 2.0], rtol=1e-5)
+    # column 1 has nothing positive: no feature receives anything
+    np.testing.assert_allclose(partner_credit(x, values, receiver_min_share=0.2)[:, 1],
+                               values[:, 1])
+    np.testing.assert_allclose(partner_credit(x, values)[:, 0],
+                               [1.0 + 0.3 * r01, 0.3 + r01, 0.5, 2.0], rtol=1e-5)

@@ -42,6 +42,11 @@ PARTNER_WEIGHT = 1.0
 #: Only positive correlations make partners (``r >= PARTNER_MIN_CORRELATION``); ``False``:
 #: ``|r| >= PARTNER_MIN_CORRELATION`` (0.2.0's rule, with 0.5).
 PARTNERS_POSITIVE_ONLY = True
+#: Which features receive their partners' attribution: ``None``, every feature (the
+#: default); a share ``T``, only the features whose own attribution for the class is positive
+#: and at least ``T`` x the class's largest (a benchmark knob, ``benchmarks/explain.py``'s
+#: ``package_used<T>``: credit for what the network uses, not for what merely moves with it).
+RECEIVER_MIN_SHARE = None
 #: Above this many features, partners are sought among this many features with the
 #: largest direct attribution only (the exact sum costs features^2 x cells).
 MAX_PARTNERS = 5000
@@ -209,7 +214,8 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
                    min_correlation: float = PARTNER_MIN_CORRELATION,
                    max_partners: int = MAX_PARTNERS, block: int = 1024,
                    positive_only: bool = PARTNERS_POSITIVE_ONLY,
-                   weight: float = PARTNER_WEIGHT) -> np.ndarray:
+                   weight: float = PARTNER_WEIGHT,
+                   receiver_min_share: float | None = RECEIVER_MIN_SHARE) -> np.ndarray:
     """Each feature's value plus ``weight`` x the values of its correlated partners, x r.
 
     ``values + weight * R' @ values`` with R' the Pearson correlation of ``inputs``' columns,
@@ -218,7 +224,9 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
     themselves).
     ``inputs`` (n, d), ``values`` (d, C) with NaN columns kept NaN. Computed in blocks of
     rows of R (memory ``block x d``); with more than ``max_partners`` features only the
-    ``max_partners`` with the largest |value| can be partners. Fewer than 2 cells:
+    ``max_partners`` with the largest |value| can be partners. ``receiver_min_share`` T:
+    only features whose own value in a column is positive and at least T x the column's
+    largest receive the credit; the others keep their own value. Fewer than 2 cells:
     ``values`` as they are.
     """
     if len(inputs) < 2:  # no correlation to speak of (e.g. a query without the modality)
@@ -243,6 +251,10 @@ def partner_credit(inputs: np.ndarray, values: np.ndarray,
         mine = np.flatnonzero((partners >= start) & (partners < stop))
         r[partners[mine] - start, mine] = 0.0
         out[start:stop] = weight * (r.astype(np.float64) @ vp) + filled[start:stop]
+    if receiver_min_share is not None:
+        floor = np.maximum(receiver_min_share * filled.max(0), 0.0)
+        receives = (filled > 0) & (filled >= floor[None, :])
+        out = np.where(receives, out, filled)
     out[:, empty] = np.nan
     return out
 
@@ -251,7 +263,9 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
                       max_cells: int = ATTRIBUTION_CELLS, n_steps: int = IG_STEPS,
                       seed: int = 0, min_correlation: float = PARTNER_MIN_CORRELATION,
                       positive_only: bool = PARTNERS_POSITIVE_ONLY,
-                      partner_weight: float = PARTNER_WEIGHT) -> ClassAttribution | None:
+                      partner_weight: float = PARTNER_WEIGHT,
+                      receiver_min_share: float | None = RECEIVER_MIN_SHARE,
+                      ) -> ClassAttribution | None:
     """Per-class attribution over at most ``max_cells`` of ``rows`` per predicted class.
 
     ``rows`` are positions in ``aligned``; ``predicted`` the predicted class of every cell of
@@ -294,7 +308,8 @@ def class_attribution(model, aligned, rows: np.ndarray, predicted: np.ndarray,
         result.direct[mod] = direct
         result.grouped[mod] = partner_credit(x, direct, min_correlation,
                                              positive_only=positive_only,
-                                             weight=partner_weight)
+                                             weight=partner_weight,
+                                             receiver_min_share=receiver_min_share)
         result.n_cells[mod] = counts[m].astype(np.int64)
     return result
 
