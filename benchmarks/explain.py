@@ -1368,6 +1368,12 @@ def main(argv=None):
         res["mix_decision"] = decide_mix(summary)
         if res["mix_decision"] is not None:
             text += "\n\n" + markdown_mix(res["mix_decision"])
+    elif args.dataset == "bmmc" and not args.quick and any(
+            PACKAGE_CREDIT.match(m) and PACKAGE_CREDIT.match(m).group(1) == "used"
+            for m in summary):  # the ninth-round rule is for the default's two fits
+        res["mix_decision"] = decide_mix(summary)
+        if res["mix_decision"] is not None:
+            text += "\n\n" + markdown_mix(res["mix_decision"])
     print(text)
     if args.quick:
         return
