@@ -97,8 +97,7 @@ def demo(dataset: str, out: Path, max_epochs: int, seed: int, progress: bool = F
     fig = pl.training_history(train, return_fig=True)
     fig.savefig(out / "training_history.png", dpi=120, bbox_inches="tight")
     _info(f"query accuracy {accuracy:.3f} on {query.n_obs} cells")
-    _info(f"wrote {out}/query_annotated.h5mu, train_annotated.h5mu, "
-          f"attribution_{shown}.png, training_history.png")
+    _info(f"wrote {out}/attribution_{shown}.png, training_history.png")  # the .h5mu: above
     return 0
 
 
