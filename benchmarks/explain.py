@@ -117,6 +117,12 @@ PACKAGE_CREDIT = re.compile(r"^package_(abs|pos|mix|used)(\d+(?:\.\d+)?)$")
 def is_package(method: str) -> bool:
     """Whether ``method`` is computed by the package's own ``class_attribution``."""
     return method in PACKAGE_METHODS or PACKAGE_CREDIT.match(method) is not None
+
+
+def credit_kind(method: str) -> str | None:
+    """``"abs"``, ``"pos"``, ``"mix"`` or ``"used"`` for a :data:`PACKAGE_CREDIT` read-out."""
+    match = PACKAGE_CREDIT.match(method)
+    return None if match is None else match.group(1)
 #: ``<method>_corr``: the class's mean attribution multiplied by the features' correlation
 #: matrix on the training cells, entries below ``CORR_MIN`` in absolute value set to 0
 #: (second round, added after the first round's results; explain_training.md): a
@@ -1007,8 +1013,7 @@ CREDIT_RULE = (
 
 def decide_credit(summ):
     """The fourth-round choice among the partner-credit variants (:data:`CREDIT_RULE`)."""
-    cands = [m for m in summ if PACKAGE_CREDIT.match(m)
-             and PACKAGE_CREDIT.match(m).group(1) != "mix"]
+    cands = [m for m in summ if credit_kind(m) in ("abs", "pos")]
     if not cands:
         return None
     rows = eligibility_rows(summ, cands)
@@ -1082,8 +1087,7 @@ def decide_mix(summ):
     --seed-offset 5``): the sixth round's validation sets (22-25 cells per fit) left the
     faithfulness interval of ``package_mix0.5`` wide ([-0.027, +0.077] against Wilcoxon).
     """
-    cands = [m for m in summ if m == "package" or (
-        PACKAGE_CREDIT.match(m) and PACKAGE_CREDIT.match(m).group(1) in ("mix", "used"))]
+    cands = [m for m in summ if m == "package" or credit_kind(m) in ("mix", "used")]
     if len(cands) < 2:
         return None
     rows = eligibility_rows(summ, cands)
@@ -1108,8 +1112,7 @@ def decide_mix(summ):
 
 def markdown_mix(dec):
     yes = {True: "yes", False: "no"}
-    used = any(PACKAGE_CREDIT.match(r["method"]) and PACKAGE_CREDIT.match(
-        r["method"]).group(1) == "used" for r in dec["rows"])
+    used = any(credit_kind(r["method"]) == "used" for r in dec["rows"])
     lines = ["### Decision on " + ("which features receive the credit" if used
                                    else "the partner weight"), "",
              USED_RULE if used else MIX_RULE, "",
@@ -1210,19 +1213,29 @@ def markdown_option_targets(all_res) -> str:
     return "\n".join(lines)
 
 
+def bmmc_decisions(summary, single_fit: bool) -> tuple[dict, list[str]]:
+    """The rules that apply to a BMMC run: ``({name: decision}, markdown sections)``.
+
+    The first to seventh rounds' rules choose among single fits; the ninth round's
+    (``package_used<T>`` candidates) is for the default's two fits.
+    """
+    decisions = {}
+    if single_fit:
+        decisions["decision"] = decide(summary)
+        decisions["credit_decision"] = decide_credit(summary)
+    if single_fit or any(credit_kind(m) == "used" for m in summary):
+        decisions["mix_decision"] = decide_mix(summary)
+    writers = {"decision": markdown_decision, "credit_decision": markdown_credit,
+               "mix_decision": markdown_mix}
+    return decisions, [writers[k](d) for k, d in decisions.items() if d is not None]
+
+
 def write_markdown(all_res, path, json_path=RESULTS_JSON):
     parts = [HEADER.replace("{json}", Path(json_path).name)]
     option = any(r["meta"].get("package_fits", 1) > 1 for r in all_res.values())
     if "bmmc" in all_res:
         parts.append(markdown_bmmc(all_res["bmmc"]))
-        if not option:  # the rules choose among single fits
-            parts.append(markdown_decision(decide(all_res["bmmc"]["summary"])))
-            credit = decide_credit(all_res["bmmc"]["summary"])
-            if credit is not None:
-                parts.append(markdown_credit(credit))
-            mix = decide_mix(all_res["bmmc"]["summary"])
-            if mix is not None:
-                parts.append(markdown_mix(mix))
+        parts += bmmc_decisions(all_res["bmmc"]["summary"], single_fit=not option)[1]
     if "pbmc10k" in all_res:
         parts.append(markdown_pbmc(all_res["pbmc10k"]))
     if option:
@@ -1359,21 +1372,10 @@ def main(argv=None):
     # of its 8 MB and nothing reads them back.
     res = {"meta": meta, "summary": summary, "records": records}
     text = markdown_bmmc(res) if args.dataset == "bmmc" else markdown_pbmc(res)
-    if args.dataset == "bmmc" and not args.quick and args.package_fits == 1:
-        res["decision"] = decide(summary)
-        text += "\n\n" + markdown_decision(res["decision"])
-        res["credit_decision"] = decide_credit(summary)
-        if res["credit_decision"] is not None:
-            text += "\n\n" + markdown_credit(res["credit_decision"])
-        res["mix_decision"] = decide_mix(summary)
-        if res["mix_decision"] is not None:
-            text += "\n\n" + markdown_mix(res["mix_decision"])
-    elif args.dataset == "bmmc" and not args.quick and any(
-            PACKAGE_CREDIT.match(m) and PACKAGE_CREDIT.match(m).group(1) == "used"
-            for m in summary):  # the ninth-round rule is for the default's two fits
-        res["mix_decision"] = decide_mix(summary)
-        if res["mix_decision"] is not None:
-            text += "\n\n" + markdown_mix(res["mix_decision"])
+    if args.dataset == "bmmc" and not args.quick:
+        decisions, sections = bmmc_decisions(summary, single_fit=args.package_fits == 1)
+        res.update(decisions)
+        text += "".join("\n\n" + section for section in sections)
     print(text)
     if args.quick:
         return
