@@ -7,7 +7,8 @@ is right. Each map is scored by leave-one-out log loss (fitted on the other vali
 cells of the same fit, evaluated on the one left out), pooled over fits:
 
 - ``identity``: the highest probability as it is;
-- ``platt``: the package's ``fit_platt`` (two parameters, Platt's smoothed targets);
+- ``platt``: the package's map until 2026-12-07 (two parameters, Platt's smoothed targets,
+  no prior; kept here as :func:`unshrunk_platt`);
 - ``temperature``: slope only;
 - ``prior<L>``: Platt with a Gaussian prior toward the identity, penalty
   ``L / 2 ((a - 1)^2 + b^2)``.
@@ -34,16 +35,40 @@ def nll(params, x, y, lam: float = 0.0, slope_only: bool = False) -> float:
     return -loglik.sum() + lam / 2 * ((a - 1) ** 2 + b ** 2)
 
 
+def unshrunk_platt(x: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """mmdyn_sc 0.2.0's ``fit_platt`` on the logit ``x``: Platt's smoothed targets, no prior.
+
+    Every call right (or wrong) or a slope that is not positive: the logit only shifted so
+    that the mean is the smoothed target.
+    """
+    from scipy.optimize import brentq
+    from sklearn.linear_model import LogisticRegression
+
+    n_right, n_wrong = int(correct.sum()), int((~correct).sum())
+    t_right, t_wrong = (n_right + 1) / (n_right + 2), 1 / (n_wrong + 2)
+    target = np.where(correct, t_right, t_wrong)
+
+    def shift() -> tuple[float, float]:
+        mean = float(target.mean())
+        return 1.0, brentq(lambda b: np.mean(1 / (1 + np.exp(-(x + b)))) - mean, -30, 30)
+
+    if n_wrong == 0 or n_right == 0:
+        return shift()
+    fit = LogisticRegression(C=1e4).fit(
+        np.concatenate([x, x])[:, None], np.r_[np.ones(len(x)), np.zeros(len(x))],
+        sample_weight=np.r_[target, 1 - target])
+    slope = float(fit.coef_[0, 0])
+    return (slope, float(fit.intercept_[0])) if slope > 0 else shift()
+
+
 def fit_map(kind: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) on the logit ``x`` of the highest probability."""
     from scipy.optimize import minimize
 
-    from mmdyn_sc.model._certainty import fit_platt
-
     if kind == "identity":
         return 1.0, 0.0
     if kind == "platt":
-        return tuple(fit_platt(1 / (1 + np.exp(-x)), y.astype(bool))[0])
+        return unshrunk_platt(x, y.astype(bool))
     if kind == "temperature":
         return float(minimize(nll, [1.0], args=(x, y, 0.0, True)).x[0]), 0.0
     lam = float(kind.removeprefix("prior"))

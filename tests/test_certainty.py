@@ -56,12 +56,41 @@ def test_platt_scaling_recovers_the_probability_of_a_right_call():
     assert np.abs(calibrate(top, platt) - truly).mean() < 0.03
     # increasing: the ranking of the highest probability is kept
     assert (np.diff(calibrate(np.sort(top), platt)) >= 0).all()
-    # every call right: the logit is shifted so that the mean is (n + 1) / (n + 2)
-    (slope, _), where = fit_platt(top[:100], np.ones(100, bool))
-    assert slope == 1.0 and where.endswith("every call right)")
-    shifted = fit_platt(top[:100], np.ones(100, bool))[0]
-    assert calibrate(top[:100], shifted).mean() == pytest.approx(101 / 102, abs=1e-6)
     assert fit_platt(top[:5], right[:5])[0] == IDENTITY
+
+
+def test_platt_map_is_shrunk_toward_the_identity():
+    from scipy.optimize import minimize
+
+    from mmdyn_sc.model._certainty import PLATT_PRIOR, logit
+
+    rng = np.random.default_rng(1)
+    top = rng.uniform(0.3, 1.0, 2000)
+    right = rng.random(2000) < top ** 3
+    x = logit(top[:25])
+
+    def posterior(params, y):  # the documented objective, minimised independently
+        z = params[0] * x + params[1]
+        return np.sum(np.logaddexp(0, z) - y * z) + PLATT_PRIOR / 2 * (
+            (params[0] - 1) ** 2 + params[1] ** 2)
+
+    y = right[:25].astype(float)
+    np.testing.assert_allclose(fit_platt(top[:25], right[:25])[0],
+                               minimize(posterior, [1.0, 0.0], args=(y,), tol=1e-12).x,
+                               atol=1e-5)
+    # the same data move a weakly held map further than a strongly held one
+    distance = [np.hypot(a - 1, b) for a, b in
+                (fit_platt(top[:25], right[:25], prior=p)[0] for p in (1.0, 25.0, 1000.0))]
+    assert distance[0] > distance[1] > distance[2]
+    # every call right: finite, raised above the identity but below 1
+    (slope, intercept), where = fit_platt(top[:100], np.ones(100, bool))
+    assert where == "validation cells" and np.isfinite([slope, intercept]).all()
+    assert top[:100].mean() < calibrate(top[:100], (slope, intercept)).mean() < 1
+    # wrong calls where the probability is high: no negative slope, the map is only shifted
+    (slope, _), where = fit_platt(top[:100], top[:100] < 0.6, prior=0.1)
+    assert slope == 1.0 and where.endswith("not positive)")
+    with pytest.raises(ValueError, match="prior must be positive"):
+        fit_platt(top, right, prior=0)
 
 
 def test_fit_and_predict_write_certainty(synth_fitted, tmp_path):
