@@ -403,7 +403,8 @@ def fit(
             Predicted class (categorical).
         ``mdata.obs[f"{key_added}_certainty"]``
             Probability that the predicted class is right: the highest class probability
-            calibrated on the validation cells (Platt scaling), lowered where the cell's latent
+            calibrated on the validation cells (Platt scaling shrunk toward the identity),
+            lowered where the cell's latent
             is, in any of its modalities, farther from every class than validation cells are
             (cells of a type the model never saw); measured in
             ``benchmarks/results/confidence.md``. Uncalibrated without validation cells.
