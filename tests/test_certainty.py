@@ -14,7 +14,7 @@ from mmdyn_sc._calibration import (
     expected_calibration_error,
 )
 from mmdyn_sc._keys import Key
-from mmdyn_sc.model._certainty import IDENTITY, calibrate, fit_platt
+from mmdyn_sc.model._certainty import IDENTITY, PLATT_PRIOR, calibrate, fit_platt
 
 LEARN = {"max_epochs": 40, "n_hidden": 32, "enable_progress_bar": False, "attribution": False}
 HELD = "type_4"
@@ -62,7 +62,7 @@ def test_platt_scaling_recovers_the_probability_of_a_right_call():
 def test_platt_map_is_shrunk_toward_the_identity():
     from scipy.optimize import minimize
 
-    from mmdyn_sc.model._certainty import PLATT_PRIOR, logit
+    from mmdyn_sc.model._certainty import logit
 
     rng = np.random.default_rng(1)
     top = rng.uniform(0.3, 1.0, 2000)
@@ -105,6 +105,7 @@ def test_fit_and_predict_write_certainty(synth_fitted, tmp_path):
         assert ((per_mod.to_numpy() >= 0) & (per_mod.to_numpy() <= 1)).all()
     record = train.uns["mmdyn"]["certainty"]
     assert len(record["platt"]) == 2 and record["n_cells"] == len(model.validation_indices)
+    assert record["platt_prior"] == PLATT_PRIOR
     assert 0 <= record["diagnostics"]["ece"] <= 1
     assert "query" in query.uns["mmdyn"]["certainty"]  # the query has labels
     query.write_h5mu(tmp_path / "q.h5mu")

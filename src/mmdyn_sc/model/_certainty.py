@@ -329,7 +329,8 @@ def modality_certainty(state: dict | None, modalities: list[str],
 
 def _fit_calibrations(result, labels, modalities) -> dict:
     platt, where = fit_platt(result.proba.max(1), result.proba.argmax(1) == labels)
-    state = {"platt": list(platt), "calibrated_on": where, "modality_platt": {}}
+    state = {"platt": list(platt), "calibrated_on": where, "platt_prior": PLATT_PRIOR,
+             "modality_platt": {}}
     for m, mod in enumerate(modalities):
         rows = np.flatnonzero(result.present[:, m])
         own = result.modality_proba[m][rows]

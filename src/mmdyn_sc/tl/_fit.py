@@ -485,7 +485,8 @@ def fit(
             the extra fits' ``extra_fit_epochs``, and ``n_cells`` per modality and class),
             ``certainty``
             (the Platt calibrations ``platt`` and ``modality_platt``, where they were fitted
-            (``calibrated_on``), the ``novelty`` rule and its reference, and ``diagnostics`` on
+            (``calibrated_on``), the strength of their prior toward the identity
+            (``platt_prior``), the ``novelty`` rule and its reference, and ``diagnostics`` on
             the validation cells: ``ece``, ``aurc``, ``accuracy_at_90_coverage``, ``auroc_correct``,
             ``n_cells``, labelled in-sample or cross-fitted), ``metrics`` (accuracy, F1 and
             balanced accuracy per split of the labelled cells), ``transductive`` (with
