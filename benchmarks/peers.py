@@ -105,11 +105,11 @@ NOTES = """\
   score comes from the Platt map shrunk toward the identity (`confidence.md`, last
   section), so the transductive rows changed (next notes).
 - **Explanations of the transductive fit** (`explain_transductive.md`, BMMC, 5 seeds x 2
-  donors; measured before the shrunk calibration changed its pseudo-labels): its default attribution meets and misses the same issue-18 targets as the
-  inductive fit's (protein P@5 0.426 vs Wilcoxon 0.391 and the regression 0.339: met;
-  protein stability Spearman 0.86: missed, J@20 0.82: met; faithfulness vs Wilcoxon:
-  missed). Its certainty
-  ranks right vs wrong calls worse than the inductive fit's (`transductive_certainty.md`).
+  donors; measured before the shrunk calibration changed its pseudo-labels): its default
+  attribution meets and misses the same issue-18 targets as the inductive fit's (protein
+  P@5 0.426 vs Wilcoxon 0.391 and the regression 0.339: met; protein stability Spearman
+  0.86: missed, J@20 0.82: met; faithfulness vs Wilcoxon: missed). Its certainty ranks
+  right vs wrong calls worse than the inductive fit's (`transductive_certainty.md`).
 - **pbmc10k with three seeds per fold** (2026-12-07; the issue asks for 3 seeds, the full
   run fits one per fold): `--datasets pbmc10k --methods mmdyn_sc 'mmdyn_sc transductive'
   --pbmc-seeds 3`, alone on the machine, 19.2 min, the rule written before it (commit
@@ -423,6 +423,22 @@ def report(records, wall=None) -> str:
 
 
 # ---------------------------------------------------------------------------- main
+#: Methods that need a package outside the project's core dependencies.
+OPTIONAL_PACKAGES = {"CellTypist": "celltypist"}
+
+
+def check_optional_packages(methods) -> None:
+    """Stop before any fit when a method's package is missing (its rows would be absent)."""
+    import importlib.util
+
+    missing = sorted(f"{m} ({OPTIONAL_PACKAGES[m]})" for m in methods
+                     if m in OPTIONAL_PACKAGES
+                     and importlib.util.find_spec(OPTIONAL_PACKAGES[m]) is None)
+    if missing:
+        raise SystemExit(f"missing packages for {', '.join(missing)}: "
+                         "pip install -e '.[bench]' (or leave them out with --methods)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_seeds_argument(parser, 3, what="BMMC seeds per direction")
@@ -448,14 +464,16 @@ def main(argv=None):
         return
     os.environ.setdefault("MMDYN_SC_DATA_DIR", "/work/shared/data")
     todo = jobs(args.seeds, args.datasets, args.pbmc_seeds)
-    RECORDS.parent.mkdir(parents=True, exist_ok=True)
-    records, full_run_wall = [], None
     if args.methods:
         unknown = set(args.methods) - {job[3] for job in todo}
         if unknown:
             raise SystemExit(f"--methods: unknown {sorted(unknown)}; "
                              f"methods: {sorted({job[3] for job in todo})}")
         todo = [job for job in todo if job[3] in args.methods]
+    check_optional_packages({job[3] for job in todo})
+    RECORDS.parent.mkdir(parents=True, exist_ok=True)
+    records, full_run_wall = [], None
+    if args.methods:
         kept = [r for r in map(json.loads, RECORDS.read_text().splitlines())
                 if r["method"] not in args.methods or r["dataset"] not in args.datasets]
         RECORDS.write_text("".join(json.dumps(r) + "\n" for r in kept))
