@@ -82,13 +82,15 @@ def job(args):
                    "avg first+half": (p1 + p2) / 2, "avg first+full": (p1 + p3) / 2}.items():
         rec[key] = score(yv, classes[p.argmax(1)])["f1_macro"]
     lr, _, _ = fit_lr(features(inner), inner.obs[LABEL].astype(str).to_numpy())
-    rec["LR"] = score(yv, lr.predict(features(val)))["f1_macro"]
+    x_val = features(val)
+    rec["LR"] = score(yv, lr.predict(x_val))["f1_macro"]
     # the regression's probabilities in the model's class order (a class it lacks: 0)
+    lr_proba = lr.predict_proba(x_val)
     p_lr = np.zeros_like(p1)
     own = {c: i for i, c in enumerate(np.asarray(lr.classes_).astype(str))}
     for j, c in enumerate(classes):
         if c in own:
-            p_lr[:, j] = lr.predict_proba(features(val))[:, own[c]]
+            p_lr[:, j] = lr_proba[:, own[c]]
     for key, p in {"avg first+LR": (p1 + p_lr) / 2,
                    "avg first+full+LR": (p1 + p3 + p_lr) / 3}.items():
         rec[key] = score(yv, classes[p.argmax(1)])["f1_macro"]

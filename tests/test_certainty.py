@@ -14,7 +14,7 @@ from mmdyn_sc._calibration import (
     expected_calibration_error,
 )
 from mmdyn_sc._keys import Key
-from mmdyn_sc.model._certainty import IDENTITY, PLATT_PRIOR, calibrate, fit_platt
+from mmdyn_sc.model._certainty import IDENTITY, PLATT_PRIOR, calibrate, fit_platt, logit
 
 LEARN = {"max_epochs": 40, "n_hidden": 32, "enable_progress_bar": False, "attribution": False}
 HELD = "type_4"
@@ -61,8 +61,6 @@ def test_platt_scaling_recovers_the_probability_of_a_right_call():
 
 def test_platt_map_is_shrunk_toward_the_identity():
     from scipy.optimize import minimize
-
-    from mmdyn_sc.model._certainty import logit
 
     rng = np.random.default_rng(1)
     top = rng.uniform(0.3, 1.0, 2000)

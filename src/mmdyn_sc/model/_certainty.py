@@ -70,21 +70,24 @@ def _penalised_fit(x: np.ndarray, y: np.ndarray, prior: float,
     """
     free = [1] if slope_fixed else [0, 1]
     design = np.stack([x, np.ones_like(x)], 1)[:, free]
-    centre = np.array([1.0, 0.0])[free]
+    centre = np.array(IDENTITY)[free]
     theta = centre.copy()
 
-    def objective(t):
-        params = np.array([1.0, 0.0])
+    def slope_intercept(t) -> np.ndarray:
+        params = np.array(IDENTITY)
         params[free] = t
-        z = x * params[0] + params[1]
+        return params
+
+    def objective(t):
+        a, b = slope_intercept(t)
+        z = a * x + b
         return float(np.sum(np.logaddexp(0, z) - y * z)
                      + prior / 2 * np.sum((t - centre) ** 2))
 
     value = objective(theta)
     for _ in range(100):
-        params = np.array([1.0, 0.0])
-        params[free] = theta
-        p = 1.0 / (1.0 + np.exp(-(x * params[0] + params[1])))
+        a, b = slope_intercept(theta)
+        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
         gradient = design.T @ (p - y) + prior * (theta - centre)
         hessian = (design * (p * (1 - p))[:, None]).T @ design + prior * np.eye(len(free))
         step = np.linalg.solve(hessian, gradient)
@@ -95,9 +98,8 @@ def _penalised_fit(x: np.ndarray, y: np.ndarray, prior: float,
         value = objective(theta)
         if np.abs(rate * step).max() < 1e-10:
             break
-    params = np.array([1.0, 0.0])
-    params[free] = theta
-    return float(params[0]), float(params[1])
+    a, b = slope_intercept(theta)
+    return float(a), float(b)
 
 
 def fit_platt(top: np.ndarray, correct: np.ndarray,
