@@ -14,7 +14,8 @@ seed. Per seed:
   by ``--max-epochs`` (reported).
 - ``0.1.0 default``: 0.1.0's defaults: batch 128, the gate held for 50 epochs (at 197
   training images, 2 steps per epoch: the 100 steps 0.1.0 held it for) and reading the full
-  image (``gate_input_size=0``; the default pools images of 128 px to 64 for the gate).
+  image (``gate_input_size=0`` and ``input_size=0``; the default pools images of 128 px to
+  64 for the whole image branch).
   ``--control-seeds N`` fits it on the first N seeds only: at 128 px it is the run's
   machine control for the fit-time ratio, and its fits are the run's longest.
 - ``pixels LR``: logistic regression on the image at 16 x 16 px (RGB, standardised),
@@ -106,7 +107,7 @@ def grad_cam(model, mdata) -> np.ndarray:
     module = model.module.eval()
     m = model.modalities_.index("image")
     branch = module.branches[m]
-    patch = int(module.image_options["patch_size"])
+    patch = branch.stored_patch_size
     images = torch.as_tensor(mdata["image"].obsm["image"])
     captured = {}
     hook = branch.encoder.convs[-1].register_forward_hook(
@@ -181,7 +182,8 @@ def pixel_regression(images, train_rows, test_rows, labels, seed: int) -> float:
 #: Options of each fitted model on top of tl.fit's defaults.
 METHODS = {"default": {},
            "0.1.0 default": {"image_options": {"gate_warmup": OLD_WARMUP_EPOCHS,
-                                               "gate_input_size": 0},
+                                               "gate_input_size": 0,
+                                               "input_size": 0},
                              "batch_size": 128}}
 
 

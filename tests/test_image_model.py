@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mmdyn_sc as ms
-from mmdyn_sc.module import ImageBranch
+from mmdyn_sc.module import DEFAULT_IMAGE_OPTIONS, ImageBranch
 
 #: Small images and layers: tests check behaviour (benchmarks/images.py checks quality).
 IMAGE_OPTIONS = {"patch_size": 4, "unet_channels": 4, "encoder_width": 8, "encoder_fc": 32}
@@ -226,6 +226,57 @@ def test_gate_reads_large_images_pooled_and_old_saves_keep_the_full_image(synth_
     old = ms.MMDynamics.load(tmp_path / "model", query)
     assert old.module.branches[0].gate.pool == 1
     assert old.module.branches[0].options["gate_input_size"] == 0
+
+
+def pooled_images(images: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 (n, C, S, S) average-pooled ``factor`` x ``factor``, float32 in [0, 1]."""
+    n, c, side, _ = images.shape
+    x = images.astype(np.float64).reshape(n, c, side // factor, factor, side // factor, factor)
+    return (x.mean(axis=(3, 5)) / 255.0).astype(np.float32)
+
+
+def test_branch_reads_large_images_pooled_as_a_fit_on_pooled_images(synth_images, tmp_path):
+    """``input_size`` pools the whole branch's input: the fit is the fit on pooled images.
+
+    Its heatmap and patch attribution cover the stored image in patches of
+    ``patch_size`` x pool pixels; a save keeps the pooling.
+    """
+    from mmdyn_sc.model._load import saved_image_options
+    from mmdyn_sc.module._image_branch import input_pool_factor
+
+    mdata = image_only(synth_images[::2])
+    options = {**IMAGE_OPTIONS, "input_size": 16}  # 32 px images read at 16 px
+    fit = {**FIT, "max_epochs": 3, "seed": 3}
+    model = ms.tl.fit(mdata, "label", **{**fit, "image_options": options})
+    branch = model.module.branches[model.modalities_.index("image")]
+    assert branch.input_pool == 2 and branch.encoder.image_size == 16
+    assert branch.stored_patch_size == 8 and branch.grid_size == 4
+    heatmap = check_image_outputs(mdata, grid=4)
+
+    small = image_only(synth_images[::2])
+    small["image"].obsm["image"] = pooled_images(synth_images.obsm["image"][::2], 2)
+    reference = ms.tl.fit(small, "label", **fit)  # 16 px: the default reads them whole
+    assert reference.module.branches[0].input_pool == 1
+    np.testing.assert_allclose(mdata.obsm["mmdyn_proba"].to_numpy(),
+                               small.obsm["mmdyn_proba"].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(heatmap, small["image"].obsm["mmdyn_heatmap"], atol=1e-4)
+
+    query = image_only(synth_images[1::4])
+    ms.tl.predict(query, model, attribution=True, attribution_cells=5)
+    attribution = query["image"].obsm["mmdyn_attribution"]
+    assert attribution.shape == (query.n_obs, 4, 4) and np.isfinite(attribution).any()
+    model.save(tmp_path / "model")
+    loaded = ms.MMDynamics.load(tmp_path / "model", query)
+    assert loaded.module.branches[0].input_pool == 2
+    np.testing.assert_allclose(loaded.predict(query, soft=True).to_numpy(),
+                               model.predict(query, soft=True).to_numpy(), atol=1e-6)
+    # Models saved before the option read the full image; the factor's rule.
+    assert saved_image_options({"patch_size": 8})["input_size"] == 0
+    defaults = DEFAULT_IMAGE_OPTIONS
+    assert [input_pool_factor(side, defaults) for side in (32, 64, 96, 128, 256)] == \
+        [1, 1, 1, 2, 4]
+    assert input_pool_factor(128, {**defaults, "input_size": 0}) == 1
+    assert input_pool_factor(136, defaults) == 1  # 68 px is not a multiple of the 8-px patch
 
 
 def test_feature_tables_of_an_image_modality_are_a_named_error(synth_images):

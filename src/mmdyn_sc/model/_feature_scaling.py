@@ -76,13 +76,14 @@ def fit_scaling(matrix, rows: np.ndarray, method: str | None) -> tuple[np.ndarra
     return mean, std
 
 
-def fit_channel_scaling(images, rows: np.ndarray,
-                        method: str | None) -> tuple[np.ndarray, np.ndarray]:
+def fit_channel_scaling(images, rows: np.ndarray, method: str | None,
+                        pool: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (shift, scale) of images (n, C, H, W), fitted on ``rows``.
 
     The counterpart of :func:`fit_scaling` for an image modality: every pixel of a channel
     counts as one value of that channel, on the images as the model reads them (``uint8``
-    divided by 255, float as stored). ``"standard"``: channel mean and standard deviation;
+    divided by 255, float as stored, average-pooled ``pool`` x ``pool`` where the image
+    branch pools its input). ``"standard"``: channel mean and standard deviation;
     ``"minmax"``: channel minimum and range; ``None``: the identity. Reads ``IMAGE_CHUNK``
     images at a time, sums in float64.
     """
@@ -96,6 +97,9 @@ def fit_channel_scaling(images, rows: np.ndarray,
     total, total_sq = np.zeros(n_channels), np.zeros(n_channels)
     for block in row_blocks(images, rows, chunk=IMAGE_CHUNK):
         block = block.astype(np.float64) / divisor
+        if pool > 1:
+            n, c, h, w = block.shape
+            block = block.reshape(n, c, h // pool, pool, w // pool, pool).mean(axis=(3, 5))
         if method == "minmax":
             low = np.minimum(low, block.min(axis=axes))
             high = np.maximum(high, block.max(axis=axes))
@@ -104,6 +108,6 @@ def fit_channel_scaling(images, rows: np.ndarray,
             total_sq += np.square(block).sum(axis=axes)
     if method == "minmax":
         return low, high - low
-    n_values = len(rows) * images.shape[2] * images.shape[3]
+    n_values = len(rows) * (images.shape[2] // pool) * (images.shape[3] // pool)
     mean = total / n_values
     return mean, np.sqrt(np.maximum(total_sq / n_values - mean**2, 0.0))

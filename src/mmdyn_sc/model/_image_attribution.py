@@ -7,7 +7,8 @@ the all-zero input the encoder sees after scaling: what the deletion test fills 
 with) straight to the image; the cell's other inputs stay as they are. ``n_steps`` midpoint
 steps, each one forward and backward pass of a minibatch. A pixel's attribution is the
 path-averaged gradient times (pixel - mean colour), summed over channels; a patch's is the
-sum over its ``patch_size`` x ``patch_size`` pixels. Positive: the patch raises the
+sum over the pixels of the stored image it covers (``stored_patch_size`` a side: the image
+branch may read a pooled image). Positive: the patch raises the
 probability of the predicted class relative to a patch of mean colour.
 """
 
@@ -91,7 +92,6 @@ def image_attribution(model, aligned, rows: np.ndarray | None = None, n_steps: i
     """
     module = model.module
     bases = image_bases(model, module.device)
-    patch = int(module.image_options["patch_size"])
     n_obs = aligned.n_obs
     rows = np.arange(n_obs) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     out: list[np.ndarray | None] = [None] * len(model.modalities_)
@@ -105,13 +105,14 @@ def image_attribution(model, aligned, rows: np.ndarray | None = None, n_steps: i
         for m, v in enumerate(values):
             if v is None:
                 continue
-            sums = patch_sums(v, patch).cpu().numpy().astype(np.float32)
+            sums = patch_sums(v, module.branches[m].stored_patch_size)
+            sums = sums.cpu().numpy().astype(np.float32)
             sums[present[:, m].cpu().numpy() <= 0] = np.nan
             if out[m] is None:
                 out[m] = np.full((n_obs, *sums.shape[1:]), np.nan, dtype=np.float32)
             out[m][where] = sums
     for m, mod in enumerate(model.modalities_):
         if mod in model.images_ and out[m] is None:  # no cell attributed: every value NaN
-            grid = int(module.branches[m].encoder.image_size) // patch
+            grid = module.branches[m].grid_size
             out[m] = np.full((n_obs, grid, grid), np.nan, dtype=np.float32)
     return out

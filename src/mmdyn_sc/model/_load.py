@@ -33,9 +33,10 @@ PRE_0_2_DEFAULTS = {
 def saved_image_options(image_options):
     """A saved image model's image options, completed with what it was trained with.
 
-    A model saved before ``gate_input_size`` existed read the full image with its gate (0).
+    A model saved before ``gate_input_size`` (or ``input_size``) existed read the full image
+    with its gate (with its whole branch): 0.
     """
-    return {"gate_input_size": 0, **(image_options or {})}
+    return {"gate_input_size": 0, "input_size": 0, **(image_options or {})}
 
 
 def torch_device(accelerator: str, device: int | str) -> str:

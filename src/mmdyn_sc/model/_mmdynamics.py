@@ -127,11 +127,15 @@ class MMDynamics(BaseModelClass):
         ``unet_depth`` (2), ``gate_sparsity`` (1: the factor of the patch gate's L1
         term) and ``gate_warmup`` (5: training epochs during which the gate is held,
         neither learning nor penalised; the study trained it from the first step, which
-        shut it on every BCCD image) and ``gate_input_size`` (64: the U-net reads an image of
-        128 px or more a side average-pooled by the largest power of two that keeps it at
-        least 64 px a side and divides ``patch_size``; the patch grid is the same; 0: the
-        full image, as the study). The image side must be
-        divisible by ``patch_size``, by ``2**unet_depth`` and by ``2**encoder_depth``.
+        shut it on every BCCD image), ``input_size`` (64: the whole branch, gate and CNN,
+        reads an image of 128 px or more a side average-pooled by the largest power of two
+        that keeps it at least 64 px a side and divisible by ``patch_size``,
+        ``2**unet_depth`` and ``2**encoder_depth``, and ``patch_size`` counts pixels of the
+        pooled image: at 128 px an 8 x 8 grid of 16-px patches; 0: the full image, as the
+        study) and ``gate_input_size`` (64: the same for the U-net alone, on the image the
+        branch reads, with the patch grid unchanged; 0: the full image). The side the branch
+        reads must be divisible by ``patch_size``, by ``2**unet_depth`` and by
+        ``2**encoder_depth``.
 
     Notes
     -----

@@ -117,7 +117,7 @@ DEFAULTS = RECIPES["default"]
 #: from the first step and on the full image, as the study did.
 RECIPE_IMAGE_OPTIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "default": MappingProxyType({}),
-    "paper": MappingProxyType({"gate_warmup": 0, "gate_input_size": 0}),
+    "paper": MappingProxyType({"gate_warmup": 0, "gate_input_size": 0, "input_size": 0}),
 })
 
 

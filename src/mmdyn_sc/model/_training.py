@@ -184,12 +184,14 @@ def fit_preprocessing(model, train_idx: np.ndarray) -> None:
     model.input_means_ = {}
     for m, mod in enumerate(model.modalities_):
         rows = train_idx[model._present[train_idx, m]]
+        branch = model.module.branches[m]
         if mod in model.images_:
-            data, fit = model.adata.mod[mod].obsm[ALIGNED_IMAGE_KEY], fit_channel_scaling
+            shift, scale = fit_channel_scaling(model.adata.mod[mod].obsm[ALIGNED_IMAGE_KEY],
+                                               rows, model.feature_scaling, branch.input_pool)
         else:
-            data, fit = model.adata.mod[mod].X, fit_scaling
-        shift, scale = fit(data, rows, model.feature_scaling)
-        model.module.branches[m].scaler.set(shift, scale)
+            data = model.adata.mod[mod].X
+            shift, scale = fit_scaling(data, rows, model.feature_scaling)
+        branch.scaler.set(shift, scale)
         if mod not in model.images_:
             mean = shift if model.feature_scaling == "standard" else \
                 fit_scaling(data, rows, "standard")[0]

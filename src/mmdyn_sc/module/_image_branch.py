@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 
 from ._branch_heads import BranchHeads
 from ._feature_scaler import ChannelScaler
@@ -26,6 +28,13 @@ from ._patch_unet import PatchUNet, check_patch_grid
 #: (by a power of two, at least this many pixels a side; 0: always the full image, as the
 #: study): at 128 px it costs what it costs at 64 px, where it localises the nucleus, and
 #: gives the same 8-px patch grid (benchmarks/results/image_heatmaps.md).
+#: ``input_size`` (0.2.0): the whole branch, gate and CNN, reads images of at least twice
+#: this side average-pooled by a power of two (see :func:`input_pool_factor`), and
+#: ``patch_size`` counts pixels of the image it reads: a 128-px fit is the 64-px fit on the
+#: pooled image, with an 8 x 8 grid of 16-px patches of the stored image. At 128 px the
+#: full-resolution branch lost its gate's nucleus on one seed of five and classified worse
+#: than 0.1.0's settings; at 64 px every image target is met (0: the full image, as the
+#: study; benchmarks/results/image_heatmaps.md, "the whole branch at 64 px?").
 DEFAULT_IMAGE_OPTIONS = {
     "patch_size": 8,
     "encoder_depth": 2,
@@ -36,11 +45,12 @@ DEFAULT_IMAGE_OPTIONS = {
     "gate_sparsity": 1.0,
     "gate_warmup": 5,
     "gate_input_size": 64,
+    "input_size": 64,
 }
 #: Integer options and their smallest allowed value; the others are numbers >= 0.
 _INTEGER_OPTIONS = {"patch_size": 1, "encoder_depth": 1, "encoder_width": 1, "encoder_fc": 1,
                     "unet_channels": 1, "unet_depth": 1, "gate_warmup": 0,
-                    "gate_input_size": 0}
+                    "gate_input_size": 0, "input_size": 0}
 
 
 def image_options(options: Mapping | None) -> dict:
@@ -65,6 +75,25 @@ def image_options(options: Mapping | None) -> dict:
     return merged
 
 
+def input_pool_factor(image_size: int, options: Mapping) -> int:
+    """Factor by which an image branch average-pools its input (1: the full image).
+
+    The largest power of two f such that the pooled side ``image_size / f`` is a whole
+    number, at least ``options["input_size"]`` and divisible by ``patch_size``,
+    ``2**unet_depth`` and ``2**encoder_depth`` (what the branch needs of the image it
+    reads); 1 when ``input_size`` is 0 or no such f > 1 exists.
+    """
+    target = options["input_size"]
+    multiple = math.lcm(options["patch_size"], 2 ** options["unet_depth"],
+                        2 ** options["encoder_depth"])
+    factor, best = 1, 1
+    while target and image_size % (2 * factor) == 0 and image_size // (2 * factor) >= target:
+        factor *= 2
+        if (image_size // factor) % multiple == 0:
+            best = factor
+    return best
+
+
 class ImageBranch(BranchHeads):
     """One image modality: patch gate (FI), small CNN, own classifier and confidence head.
 
@@ -74,7 +103,10 @@ class ImageBranch(BranchHeads):
     training images: z-scored channels with ``feature_scaling="standard"``, so that a
     shut patch reads as the mean colour). In training mode each image is flipped at
     random (horizontally and vertically, each with probability 1/2); never when
-    predicting. With FI, a ``PatchUNet`` scores every ``patch_size`` x ``patch_size`` patch
+    predicting. Images of at least twice ``input_size`` a side are first average-pooled by
+    :func:`input_pool_factor` (``input_pool``); the gate, the CNN and ``patch_size`` work
+    on the pooled image, and a heatmap patch covers ``stored_patch_size`` pixels of the
+    stored one. With FI, a ``PatchUNet`` scores every ``patch_size`` x ``patch_size`` patch
     in (0, 1) and the image is multiplied by that heatmap (nearest-upsampled, every
     channel); the L1 term of the loss applies to the grid, weighted by ``gate_sparsity``.
     For the first ``gate_warmup`` training epochs (the epoch is set by the training plan
@@ -109,8 +141,9 @@ class ImageBranch(BranchHeads):
         ``encoder_depth`` (conv + pool blocks), ``encoder_width`` (channels of the first),
         ``encoder_fc`` (hidden units), the U-net's ``unet_channels`` and ``unet_depth``,
         ``gate_sparsity``, the factor of the gate's L1 term, ``gate_warmup``, the
-        training epochs during which the gate is held, and ``gate_input_size``, the
-        smallest side the U-net reads a pooled image at (0: the full image).
+        training epochs during which the gate is held, ``gate_input_size``, the
+        smallest side the U-net reads a pooled image at (0: the full image), and
+        ``input_size``, the same for the whole branch.
     """
 
     def __init__(
@@ -133,6 +166,9 @@ class ImageBranch(BranchHeads):
         # device).
         self._epoch: int | None = None
         self.scaler = ChannelScaler(channels)
+        self.image_size = int(image_size)
+        self.input_pool = input_pool_factor(self.image_size, options)
+        image_size = self.image_size // self.input_pool  # the side the branch reads
         if feature_informativeness:
             check_patch_grid(image_size, options["patch_size"], options["unet_depth"])
             self.gate = PatchUNet(channels, image_size, options["patch_size"],
@@ -145,8 +181,19 @@ class ImageBranch(BranchHeads):
         self._init_heads(n_hidden, n_classes, dropout, modality_informativeness, confidence)
 
     @property
-    def patch_size(self) -> int:
-        return self.options["patch_size"]
+    def stored_patch_size(self) -> int:
+        """Pixels of the stored image per side of a heatmap patch (``patch_size`` x pool)."""
+        return self.options["patch_size"] * self.input_pool
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the patch grid (heatmap and patch attribution)."""
+        return self.image_size // self.stored_patch_size
+
+    def read(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored images (n, C, S, S) as float in [0, 1], pooled to the side the branch reads."""
+        images = as_float_images(x)
+        return images if self.input_pool == 1 else F.avg_pool2d(images, self.input_pool)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         steps = state_dict.pop(prefix + "training_steps", None)
@@ -175,7 +222,7 @@ class ImageBranch(BranchHeads):
         return 0.0 if self.warming_up else self.options["gate_sparsity"]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        images = self.scaler(as_float_images(x))
+        images = self.scaler(self.read(x))
         held = False
         if self.training:
             held = self.warming_up
