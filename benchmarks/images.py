@@ -181,14 +181,31 @@ def patch_of(images: np.ndarray, heatmaps: np.ndarray) -> int:
     return images.shape[-1] // heatmaps.shape[-1]
 
 
+def patch_size_for(size: int) -> int:
+    """The patch side that gives a GRID x GRID heatmap of ``size``-px images, default options.
+
+    ``size // GRID``, or less where the image branch reads the image pooled (``input_size``:
+    images of 128 px or more).
+    """
+    from mmdyn_sc.module import DEFAULT_IMAGE_OPTIONS
+    from mmdyn_sc.module._image_branch import input_pool_factor
+
+    for pool in (8, 4, 2):
+        patch = size // pool // GRID
+        if patch and input_pool_factor(size, {**DEFAULT_IMAGE_OPTIONS,
+                                              "patch_size": patch}) == pool:
+            return patch
+    return size // GRID
+
+
 def fit(train, seed: int, args, **options):
     """``tl.fit`` on ``train`` (in place) with the benchmark's epoch cap, batch size and
-    patch size (``size // GRID``); returns (model, seconds)."""
+    patch size (a GRID x GRID heatmap: :func:`patch_size_for`); returns (model, seconds)."""
     import mmdyn_sc
 
     return timed(mmdyn_sc.tl.fit, train, LABEL, seed=seed, enable_progress_bar=False,
                  max_epochs=args.max_epochs, batch_size=args.batch_size,
-                 image_options={"patch_size": args.size // GRID, **args.image_options},
+                 image_options={"patch_size": patch_size_for(args.size), **args.image_options},
                  **options)
 
 
@@ -668,7 +685,7 @@ def parse(argv=None):
     parser.add_argument("--max-epochs", type=int, default=60,
                         help="cap on tl.fit's max_epochs (early stopping stays on)")
     parser.add_argument("--size", type=int, default=IMAGE_SIZE,
-                        help=f"image side in pixels; patches of size // {GRID} px")
+                        help=f"image side in pixels; a {GRID} x {GRID} heatmap")
     parser.add_argument("--gate-sparsity", type=float, default=None,
                         help="image option gate_sparsity (default: the package's)")
     parser.add_argument("--gate-warmup", type=int, default=None,

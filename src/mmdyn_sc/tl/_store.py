@@ -163,8 +163,9 @@ def image_record(model: MMDynamics, attribution: bool = False) -> dict:
     """What ``uns[key]["images"]`` records per image modality.
 
     ``obsm_key``, ``channels``, ``image_size``, ``patch_size`` (pixels of the stored image
-    per patch side), ``grid_size`` (the heatmap is grid_size x grid_size), ``heatmap`` (whether one was written: only with FI) and
-    ``attribution`` (whether the patch attribution was written).
+    per patch side), ``grid_size`` (the heatmap is grid_size x grid_size), ``heatmap``
+    (whether one was written: only with FI) and ``attribution`` (whether the patch
+    attribution was written).
     """
     branches = {mod: model.module.branches[model.modalities_.index(mod)]
                 for mod in model.images_}
