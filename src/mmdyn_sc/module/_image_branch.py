@@ -29,7 +29,7 @@ from ._patch_unet import PatchUNet, check_patch_grid
 #: study): at 128 px it costs what it costs at 64 px, where it localises the nucleus, and
 #: gives the same 8-px patch grid (benchmarks/results/image_heatmaps.md).
 #: ``input_size`` (0.2.0): the whole branch, gate and CNN, reads images of at least twice
-#: this side average-pooled by a power of two (see :func:`input_pool_factor`), and
+#: this side average-pooled by a power of two (see ``input_pool_factor``), and
 #: ``patch_size`` counts pixels of the image it reads: a 128-px fit is the 64-px fit on the
 #: pooled image, with an 8 x 8 grid of 16-px patches of the stored image. At 128 px the
 #: full-resolution branch lost its gate's nucleus on one seed of five and classified worse
@@ -104,7 +104,7 @@ class ImageBranch(BranchHeads):
     shut patch reads as the mean colour). In training mode each image is flipped at
     random (horizontally and vertically, each with probability 1/2); never when
     predicting. Images of at least twice ``input_size`` a side are first average-pooled by
-    :func:`input_pool_factor` (``input_pool``); the gate, the CNN and ``patch_size`` work
+    ``input_pool_factor`` (``input_pool``); the gate, the CNN and ``patch_size`` work
     on the pooled image, and a heatmap patch covers ``stored_patch_size`` pixels of the
     stored one. With FI, a ``PatchUNet`` scores every ``patch_size`` x ``patch_size`` patch
     in (0, 1) and the image is multiplied by that heatmap (nearest-upsampled, every
