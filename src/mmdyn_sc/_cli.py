@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "is an image modality (default: image)")
     p_fit.add_argument("--patch-size", type=int, metavar="P",
                        help="pixels per side of an image patch: the heatmap has one gate per "
-                       "patch (default: 8)")
+                       "patch (default: 8; images of 128 px or more are read pooled to 64 px "
+                       "and P counts pixels of the pooled image)")
     p_fit.add_argument("--transductive", action="store_true",
                        help="let the cells without a label (the query) shape the model: "
                        "the most certain of them get pseudo-labels and the model is fitted "
