@@ -8,16 +8,19 @@ right (``mmdyn_sc._calibration.calibration_report``: ECE over 15 equal-mass bins
 certainty for correct calls, accuracy at 90 % coverage), plus macro F1. The transductive
 fit's certainty is calibrated on reference validation cells only, while the query's
 pseudo-labelled half was trained on: the question is whether that makes it overconfident.
-Since 2026-12-07 the package writes, for the unlabelled cells, the *first* fit's certainty
-that the second fit's call is right (``tl._transductive.first_fit_certainty``); the row
-``mmdyn_sc transductive, own`` scores the second fit's own certainty of the same fit.
+The row ``mmdyn_sc transductive, own`` scores the second fit's own certainty recomputed
+from the model (the same as the written one unless the package writes another: at commit
+7277c36 it wrote the first fit's certainty of the second fit's call for the unlabelled
+cells, a candidate that the validation run below rejected,
+``results/transductive_certainty_notes.md``).
 
 ``--within-donor`` (validation only: the test donor is never read) asks the same question
 inside each training donor: its cells (of the 13 classes) are split in two halves per class
 (seeded; a class's odd cell goes to the reference), the reference half labelled and the
 other hidden; the transductive fit learns from both and its certainties are scored on the
-hidden half. This is the run that decided the change (rule in
-``results/transductive_certainty.md``); results go to ``transductive_certainty_within.*``.
+hidden half. This is the run that decides such a change (rule in
+``results/transductive_certainty_notes.md``); results go to
+``transductive_certainty_within.*``.
 
 Usage::
 

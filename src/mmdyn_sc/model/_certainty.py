@@ -283,24 +283,19 @@ def novelty(state: dict, latent: np.ndarray, weights: np.ndarray,
 
 
 # ------------------------------------------------------------------------------ certainty
-def certainty(state: dict | None, result, calls: np.ndarray | None = None) -> np.ndarray:
+def certainty(state: dict | None, result) -> np.ndarray:
     """Per-cell certainty (n,) in [0, 1] of an inference ``result``.
 
-    ``state=None`` (a model saved before 0.2.0): the highest class probability. ``calls``
-    (class codes, one per cell): the model's certainty that *these* calls are right, its
-    probability of each called class in place of the highest (the same where the calls
-    are its own).
+    ``state=None`` (a model saved before 0.2.0): the highest class probability.
     """
     proba = np.asarray(result.proba, dtype=np.float64)
-    if calls is None:
-        calls = proba.argmax(1)
-    top = proba[np.arange(len(proba)), calls]
     if state is None:
-        return top
-    value = calibrate(top, state["platt"])
+        return proba.max(1)
+    value = calibrate(proba.max(1), state["platt"])
     power = state.get("agreement_power", LEGACY_AGREEMENT_POWER)
     if power:
-        value = value * agreement(result.modality_proba, result.present, calls) ** power
+        value = value * agreement(result.modality_proba, result.present,
+                                  proba.argmax(1)) ** power
     return value * novelty(state, result.latent, result.weights, result.present)
 
 

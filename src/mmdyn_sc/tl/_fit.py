@@ -48,7 +48,6 @@ from ._store import history_arrays, write_results
 from ._transductive import (
     PSEUDO_LABEL_FRACTION,
     check_transductive_options,
-    first_fit_certainty,
     pseudo_labels,
     training_labels,
     transductive_record,
@@ -568,8 +567,7 @@ def fit(
     label_codes = model.label_codes  # the user's labels; -1 for cells without one
     chosen = None
     if transductive:
-        first = model
-        chosen, first_result = pseudo_labels(first, pseudo_label_fraction, labels_key)
+        chosen = pseudo_labels(model, pseudo_label_fraction, labels_key)
         first_epochs = len(model.history.get("train_loss", [])) or None
         training_key = Key.obs.training_label(key_added)
         target.obs[training_key] = training_labels(model, chosen, target.obs_names)
@@ -593,8 +591,6 @@ def fit(
         model.train_indices, chosen.rows)
     result = model.infer(attribution_rows=attributed if attribution else None,
                          attribution_cells=attribution_cells, image_attribution=attribution)
-    certainty = None if chosen is None else first_fit_certainty(
-        first, first_result, model, result, label_codes < 0)
     uns = model_summary(model, key_added)
     uns["recipe"] = recipe
     if chosen is not None:
@@ -604,5 +600,5 @@ def fit(
     write_results(target, model, result, key_added, split, label_codes, uns,
                   attribution=describe(attribution_cells, "training", n_fits=n_fits_of(model),
                                        extra_fit_epochs=extra_fit_epochs_of(model))
-                  if attribution else None, certainty=certainty)
+                  if attribution else None)
     return target if copy else model

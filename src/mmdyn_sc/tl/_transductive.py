@@ -6,11 +6,9 @@ A first fit on the labelled cells predicts the unlabelled ones. Per predicted cl
 modalities' own classifiers agree) get that class as their pseudo-label, so that rare
 classes keep pseudo-labels too. A second fit, from scratch with the same seed, trains on
 the labelled and the pseudo-labelled cells;
-it validates, stops early and calibrates its certainty on labelled cells only, and gives
-the predictions. The certainty written for the unlabelled cells is the first fit's that
-the second fit's call is right (:func:`first_fit_certainty`). The labels of unlabelled
-cells are never read: they are missing, by definition of the query. Measured in
-``benchmarks/results/peers.md`` and ``benchmarks/results/transductive_certainty.md``.
+it validates, stops early and calibrates its certainty on labelled cells only. The labels of
+unlabelled cells are never read: they are missing, by definition of the query. Measured in
+``benchmarks/results/peers.md``.
 """
 
 from __future__ import annotations
@@ -80,12 +78,8 @@ def select_pseudo_labels(predicted: np.ndarray, score: np.ndarray,
     return PseudoLabels(rows=rows, codes=predicted[rows], n_unlabeled=int(unlabeled.sum()))
 
 
-def pseudo_labels(model: MMDynamics, fraction: float,
-                  labels_key: str) -> tuple[PseudoLabels, object]:
-    """Predict the cells without a label with ``model`` and choose the pseudo-labels.
-
-    Returns the pseudo-labels and ``model``'s inference over every cell.
-    """
+def pseudo_labels(model: MMDynamics, fraction: float, labels_key: str) -> PseudoLabels:
+    """Predict the cells without a label with ``model`` and choose the pseudo-labels."""
     unlabeled = model.label_codes < 0
     if not unlabeled.any():
         raise ValueError(
@@ -96,26 +90,7 @@ def pseudo_labels(model: MMDynamics, fraction: float,
         )
     result = model.infer()
     score = _certainty.pseudo_label_score(_certainty.model_state(model), result)
-    return select_pseudo_labels(result.proba.argmax(1), score, unlabeled, fraction), result
-
-
-def first_fit_certainty(first: MMDynamics, first_result, model: MMDynamics, result,
-                        unlabeled: np.ndarray) -> np.ndarray:
-    """Per cell, the certainty a transductive fit writes: the first fit's on unlabelled cells.
-
-    The second fit (``model``, inference ``result``) trained on the pseudo-labelled cells
-    and adapted to the cells of their kind, so its certainty on them is in-sample: sure of
-    what it was told. The first fit (``first``, ``first_result``) never saw them: its
-    certainty that the second fit's calls are right (its own calibration and novelty, its
-    probability of the called class) is the out-of-sample estimate. Labelled cells keep
-    the second fit's own certainty.
-    """
-    out = _certainty.certainty(_certainty.model_state(model), result)
-    if unlabeled.any():
-        calls = result.proba.argmax(1)
-        first_value = _certainty.certainty(_certainty.model_state(first), first_result, calls)
-        out[unlabeled] = first_value[unlabeled]
-    return out
+    return select_pseudo_labels(result.proba.argmax(1), score, unlabeled, fraction)
 
 
 def training_labels(model: MMDynamics, chosen: PseudoLabels, index: pd.Index) -> pd.Series:
