@@ -10,8 +10,9 @@ seed. Per seed:
 
 - ``default``: image-only ``tl.fit`` with every package default (recipe ``"default"``: batch
   32 with an image modality, early stopping on 10 % validation images with patience 20, MI
-  on, 8-px patches, the gate held for ``gate_warmup`` = 5 epochs), ``max_epochs`` capped
-  by ``--max-epochs`` (reported).
+  on, 8-px patches of the image the branch reads (a 128-px image is read pooled to 64 px,
+  ``input_size``: 16-px patches of the stored image), the gate held for ``gate_warmup`` = 5
+  epochs), ``max_epochs`` capped by ``--max-epochs`` (reported).
 - ``0.1.0 default``: 0.1.0's defaults: batch 128, the gate held for 50 epochs (at 197
   training images, 2 steps per epoch: the 100 steps 0.1.0 held it for) and reading the full
   image (``gate_input_size=0`` and ``input_size=0``; the default pools images of 128 px to
