@@ -26,6 +26,7 @@ Usage::
 
     MMDYN_SC_DATA_DIR=/work/shared/data python benchmarks/transductive_certainty.py
     python benchmarks/transductive_certainty.py --within-donor --seeds 5
+    python benchmarks/transductive_certainty.py --within-donor --seeds 5 --first-seed 5
 """
 
 from __future__ import annotations
@@ -130,9 +131,12 @@ def report(records, wall, within: bool = False) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_seeds_argument(parser, 3, what="seeds per direction")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds K..K+N-1 instead of 0..N-1")
     parser.add_argument("--within-donor", action="store_true",
                         help="validation only: hidden halves of the training donors")
     args = parser.parse_args(argv)
+    args.seeds = [args.first_seed + s for s in args.seeds]
     os.environ.setdefault("MMDYN_SC_DATA_DIR", "/work/shared/data")
     methods = ("mmdyn_sc transductive",) if args.within_donor else METHODS[:2]
     jobs = [(n, s, m, args.within_donor) for n in ("s1d1→s1d2", "s1d2→s1d1")
@@ -142,6 +146,8 @@ def main(argv=None):
         records = [r for rs in pool.map(run, jobs) for r in rs]
     text = report(records, time.perf_counter() - start, args.within_donor)
     stem = "transductive_certainty_within" if args.within_donor else "transductive_certainty"
+    if args.first_seed:
+        stem += f"_seeds{args.seeds[0]}-{args.seeds[-1]}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(records, indent=1))
     (RESULTS / f"{stem}.md").write_text(text)
     print(text)

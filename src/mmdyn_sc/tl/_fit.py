@@ -48,6 +48,7 @@ from ._store import history_arrays, write_results
 from ._transductive import (
     PSEUDO_LABEL_FRACTION,
     check_transductive_options,
+    out_of_sample_certainty,
     pseudo_labels,
     training_labels,
     transductive_record,
@@ -567,7 +568,7 @@ def fit(
     label_codes = model.label_codes  # the user's labels; -1 for cells without one
     chosen = None
     if transductive:
-        chosen = pseudo_labels(model, pseudo_label_fraction, labels_key)
+        chosen, first_certainty = pseudo_labels(model, pseudo_label_fraction, labels_key)
         first_epochs = len(model.history.get("train_loss", [])) or None
         training_key = Key.obs.training_label(key_added)
         target.obs[training_key] = training_labels(model, chosen, target.obs_names)
@@ -591,6 +592,8 @@ def fit(
         model.train_indices, chosen.rows)
     result = model.infer(attribution_rows=attributed if attribution else None,
                          attribution_cells=attribution_cells, image_attribution=attribution)
+    certainty = None if chosen is None else out_of_sample_certainty(
+        model, result, chosen, first_certainty)
     uns = model_summary(model, key_added)
     uns["recipe"] = recipe
     if chosen is not None:
@@ -600,5 +603,5 @@ def fit(
     write_results(target, model, result, key_added, split, label_codes, uns,
                   attribution=describe(attribution_cells, "training", n_fits=n_fits_of(model),
                                        extra_fit_epochs=extra_fit_epochs_of(model))
-                  if attribution else None)
+                  if attribution else None, certainty=certainty)
     return target if copy else model

@@ -194,6 +194,7 @@ def write_results(
     unknown_threshold: float | None = None,
     attribution: dict | None = None,
     unseen_class: np.ndarray | None = None,
+    certainty: np.ndarray | None = None,
 ) -> None:
     """Write every documented key of a fit or prediction into ``mdata`` and log them.
 
@@ -206,13 +207,16 @@ def write_results(
     (probabilities and metrics unchanged). ``attribution`` describes ``result.attribution``
     (:func:`mmdyn_sc.model._attribution.describe`) when there is one. ``unseen_class``
     (query cells whose label is not a class of the model) adds ``metrics["query_all"]``.
+    ``certainty`` (per cell) replaces the model's own certainty of ``result`` (a transductive
+    fit's: ``tl._transductive.out_of_sample_certainty``).
     """
     writer = ResultWriter(mdata)
     index = mdata.obs_names
     classes = model.classes_
     predicted = result.proba.argmax(1)
     state = _certainty.model_state(model)
-    certainty = _certainty.certainty(state, result)
+    if certainty is None:
+        certainty = _certainty.certainty(state, result)
     writer.obs(Key.obs.prediction(key_added),
                prediction_column(result.proba, classes, unknown_threshold, certainty))
     writer.obs(Key.obs.certainty(key_added), certainty.astype(np.float32))
