@@ -48,7 +48,6 @@ from ._store import history_arrays, write_results
 from ._transductive import (
     PSEUDO_LABEL_FRACTION,
     check_transductive_options,
-    out_of_sample_certainty,
     pseudo_labels,
     training_labels,
     transductive_record,
@@ -276,10 +275,9 @@ def fit(
     image_options
         Patch size, image network sizes and the patch gate's L1 factor (see
         :class:`~mmdyn_sc.MMDynamics`), e.g. ``{"patch_size": 8}`` (the default: an 8 x 8
-        heatmap on 64 x 64 images, and on 128 x 128 ones, which the branch reads pooled to
-        64 px: ``input_size``). ``recipe="paper"`` trains the patch gate from the first
-        step and on the full image as the study did (``gate_warmup=0``,
-        ``gate_input_size=0``, ``input_size=0``); names given here override the recipe's.
+        heatmap on 64 x 64 images). ``recipe="paper"`` trains the patch gate from the
+        first step and on the full image as the study did (``gate_warmup=0``,
+        ``gate_input_size=0``); names given here override the recipe's.
     max_epochs
         Number of passes over the training cells: at most 200 in recipe ``"default"``
         (early stopping usually ends the fit sooner), exactly 1000 in ``"paper"``. See
@@ -466,10 +464,8 @@ def fit(
         ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
             Image modalities, with FI: the patch gate of every imaged cell, float32 array
             (cells of the image modality, grid, grid) in [0, 1], grid = image side /
-            ``uns[key_added]["images"][mod]["patch_size"]`` (``patch_size`` times the factor
-            by which the branch pools images above ``input_size``: 2 at 128 px); nearest
-            upsampling by it gives the factor each pixel of every channel of the image the
-            branch read was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
+            ``patch_size``; nearest upsampling by ``patch_size`` gives the factor each pixel of
+            every channel was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
         ``mdata[image_mod].obsm[f"{key_added}_attribution"]``
             Image modalities, with ``attribution``: the patch attribution of at most
             ``attribution_cells`` imaged cells per predicted class (NaN for the others;
@@ -483,8 +479,7 @@ def fit(
             dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
             ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per
             logged metric, index = epoch), ``images`` (image modalities only: per modality
-            ``obsm_key``, ``channels``, ``image_size``, ``patch_size`` (in pixels of the
-            stored image), ``grid_size``, and
+            ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size``, and
             ``heatmap`` and ``attribution``, whether each was written), ``attribution`` (how the
             attribution was computed, the fits it averages, ``n_fits``, with ``n_fits > 1``
             the extra fits' ``extra_fit_epochs``, and ``n_cells`` per modality and class),
@@ -568,7 +563,7 @@ def fit(
     label_codes = model.label_codes  # the user's labels; -1 for cells without one
     chosen = None
     if transductive:
-        chosen, first_certainty = pseudo_labels(model, pseudo_label_fraction, labels_key)
+        chosen = pseudo_labels(model, pseudo_label_fraction, labels_key)
         first_epochs = len(model.history.get("train_loss", [])) or None
         training_key = Key.obs.training_label(key_added)
         target.obs[training_key] = training_labels(model, chosen, target.obs_names)
@@ -592,8 +587,6 @@ def fit(
         model.train_indices, chosen.rows)
     result = model.infer(attribution_rows=attributed if attribution else None,
                          attribution_cells=attribution_cells, image_attribution=attribution)
-    certainty = None if chosen is None else out_of_sample_certainty(
-        model, result, chosen, first_certainty)
     uns = model_summary(model, key_added)
     uns["recipe"] = recipe
     if chosen is not None:
@@ -603,5 +596,5 @@ def fit(
     write_results(target, model, result, key_added, split, label_codes, uns,
                   attribution=describe(attribution_cells, "training", n_fits=n_fits_of(model),
                                        extra_fit_epochs=extra_fit_epochs_of(model))
-                  if attribution else None, certainty=certainty)
+                  if attribution else None)
     return target if copy else model

@@ -162,16 +162,14 @@ def true_class_probability(
 def image_record(model: MMDynamics, attribution: bool = False) -> dict:
     """What ``uns[key]["images"]`` records per image modality.
 
-    ``obsm_key``, ``channels``, ``image_size``, ``patch_size`` (pixels of the stored image
-    per patch side), ``grid_size`` (the heatmap is grid_size x grid_size), ``heatmap``
-    (whether one was written: only with FI) and ``attribution`` (whether the patch
-    attribution was written).
+    ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` (the heatmap is
+    grid_size x grid_size), ``heatmap`` (whether one was written: only with FI) and
+    ``attribution`` (whether the patch attribution was written).
     """
-    branches = {mod: model.module.branches[model.modalities_.index(mod)]
-                for mod in model.images_}
+    options = model.module.image_options
     return {
-        mod: {**spec, "patch_size": branches[mod].stored_patch_size,
-              "grid_size": branches[mod].grid_size,
+        mod: {**spec, "patch_size": options["patch_size"],
+              "grid_size": spec["image_size"] // options["patch_size"],
               "heatmap": bool(model.module.feature_informativeness),
               "attribution": bool(attribution)}
         for mod, spec in model.images_.items()
@@ -194,7 +192,6 @@ def write_results(
     unknown_threshold: float | None = None,
     attribution: dict | None = None,
     unseen_class: np.ndarray | None = None,
-    certainty: np.ndarray | None = None,
 ) -> None:
     """Write every documented key of a fit or prediction into ``mdata`` and log them.
 
@@ -207,16 +204,13 @@ def write_results(
     (probabilities and metrics unchanged). ``attribution`` describes ``result.attribution``
     (:func:`mmdyn_sc.model._attribution.describe`) when there is one. ``unseen_class``
     (query cells whose label is not a class of the model) adds ``metrics["query_all"]``.
-    ``certainty`` (per cell) replaces the model's own certainty of ``result`` (a transductive
-    fit's: ``tl._transductive.out_of_sample_certainty``).
     """
     writer = ResultWriter(mdata)
     index = mdata.obs_names
     classes = model.classes_
     predicted = result.proba.argmax(1)
     state = _certainty.model_state(model)
-    if certainty is None:
-        certainty = _certainty.certainty(state, result)
+    certainty = _certainty.certainty(state, result)
     writer.obs(Key.obs.prediction(key_added),
                prediction_column(result.proba, classes, unknown_threshold, certainty))
     writer.obs(Key.obs.certainty(key_added), certainty.astype(np.float32))

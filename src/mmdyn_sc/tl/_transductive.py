@@ -6,11 +6,9 @@ A first fit on the labelled cells predicts the unlabelled ones. Per predicted cl
 modalities' own classifiers agree) get that class as their pseudo-label, so that rare
 classes keep pseudo-labels too. A second fit, from scratch with the same seed, trains on
 the labelled and the pseudo-labelled cells;
-it validates, stops early and calibrates its certainty on labelled cells only, and gives
-the results, but for the certainty of the pseudo-labelled cells, which comes from the first
-fit (``out_of_sample_certainty``). The labels of unlabelled cells are never read: they
-are missing, by definition of the query. Measured in ``benchmarks/results/peers.md`` and
-``benchmarks/results/transductive_certainty.md``.
+it validates, stops early and calibrates its certainty on labelled cells only. The labels of
+unlabelled cells are never read: they are missing, by definition of the query. Measured in
+``benchmarks/results/peers.md``.
 """
 
 from __future__ import annotations
@@ -80,12 +78,8 @@ def select_pseudo_labels(predicted: np.ndarray, score: np.ndarray,
     return PseudoLabels(rows=rows, codes=predicted[rows], n_unlabeled=int(unlabeled.sum()))
 
 
-def pseudo_labels(model: MMDynamics, fraction: float,
-                  labels_key: str) -> tuple[PseudoLabels, np.ndarray]:
-    """Predict the cells without a label with ``model`` and choose the pseudo-labels.
-
-    Returns the pseudo-labels and ``model``'s certainty of every cell.
-    """
+def pseudo_labels(model: MMDynamics, fraction: float, labels_key: str) -> PseudoLabels:
+    """Predict the cells without a label with ``model`` and choose the pseudo-labels."""
     unlabeled = model.label_codes < 0
     if not unlabeled.any():
         raise ValueError(
@@ -95,24 +89,8 @@ def pseudo_labels(model: MMDynamics, fraction: float,
             "to NaN)."
         )
     result = model.infer()
-    state = _certainty.model_state(model)
-    score = _certainty.pseudo_label_score(state, result)
-    chosen = select_pseudo_labels(result.proba.argmax(1), score, unlabeled, fraction)
-    return chosen, _certainty.certainty(state, result)
-
-
-def out_of_sample_certainty(model: MMDynamics, result, chosen: PseudoLabels,
-                            first_certainty: np.ndarray) -> np.ndarray:
-    """Per cell, the certainty a transductive fit writes.
-
-    The second fit (``model``, its inference ``result``) trained on the pseudo-labelled
-    cells, so its certainty on them is in-sample: sure of what it was told. Those cells
-    get the first fit's certainty (``first_certainty``), which never saw them and whose
-    call is their pseudo-label; every other cell keeps the second fit's own.
-    """
-    out = _certainty.certainty(_certainty.model_state(model), result)
-    out[chosen.rows] = first_certainty[chosen.rows]
-    return out
+    score = _certainty.pseudo_label_score(_certainty.model_state(model), result)
+    return select_pseudo_labels(result.proba.argmax(1), score, unlabeled, fraction)
 
 
 def training_labels(model: MMDynamics, chosen: PseudoLabels, index: pd.Index) -> pd.Series:
