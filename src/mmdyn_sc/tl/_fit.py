@@ -275,9 +275,10 @@ def fit(
     image_options
         Patch size, image network sizes and the patch gate's L1 factor (see
         :class:`~mmdyn_sc.MMDynamics`), e.g. ``{"patch_size": 8}`` (the default: an 8 x 8
-        heatmap on 64 x 64 images). ``recipe="paper"`` trains the patch gate from the
-        first step and on the full image as the study did (``gate_warmup=0``,
-        ``gate_input_size=0``); names given here override the recipe's.
+        heatmap on 64 x 64 images, and on 128 x 128 ones, which the branch reads pooled to
+        64 px: ``input_size``). ``recipe="paper"`` trains the patch gate from the first
+        step and on the full image as the study did (``gate_warmup=0``,
+        ``gate_input_size=0``, ``input_size=0``); names given here override the recipe's.
     max_epochs
         Number of passes over the training cells: at most 200 in recipe ``"default"``
         (early stopping usually ends the fit sooner), exactly 1000 in ``"paper"``. See
@@ -464,8 +465,10 @@ def fit(
         ``mdata[image_mod].obsm[f"{key_added}_heatmap"]``
             Image modalities, with FI: the patch gate of every imaged cell, float32 array
             (cells of the image modality, grid, grid) in [0, 1], grid = image side /
-            ``patch_size``; nearest upsampling by ``patch_size`` gives the factor each pixel of
-            every channel was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
+            ``uns[key_added]["images"][mod]["patch_size"]`` (``patch_size`` times the factor
+            by which the branch pools images above ``input_size``: 2 at 128 px); nearest
+            upsampling by it gives the factor each pixel of every channel of the image the
+            branch read was multiplied by. :func:`mmdyn_sc.pl.heatmaps` draws it.
         ``mdata[image_mod].obsm[f"{key_added}_attribution"]``
             Image modalities, with ``attribution``: the patch attribution of at most
             ``attribution_cells`` imaged cells per predicted class (NaN for the others;
@@ -479,7 +482,8 @@ def fit(
             dict: ``version``, ``classes``, ``modalities``, ``labels_key``, ``layers``,
             ``n_features``, ``model_params``, ``train_params``, ``history`` (one array per
             logged metric, index = epoch), ``images`` (image modalities only: per modality
-            ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size``, and
+            ``obsm_key``, ``channels``, ``image_size``, ``patch_size`` (in pixels of the
+            stored image), ``grid_size``, and
             ``heatmap`` and ``attribution``, whether each was written), ``attribution`` (how the
             attribution was computed, the fits it averages, ``n_fits``, with ``n_fits > 1``
             the extra fits' ``extra_fit_epochs``, and ``n_cells`` per modality and class),

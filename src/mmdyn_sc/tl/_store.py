@@ -162,14 +162,16 @@ def true_class_probability(
 def image_record(model: MMDynamics, attribution: bool = False) -> dict:
     """What ``uns[key]["images"]`` records per image modality.
 
-    ``obsm_key``, ``channels``, ``image_size``, ``patch_size``, ``grid_size`` (the heatmap is
-    grid_size x grid_size), ``heatmap`` (whether one was written: only with FI) and
-    ``attribution`` (whether the patch attribution was written).
+    ``obsm_key``, ``channels``, ``image_size``, ``patch_size`` (pixels of the stored image
+    per patch side), ``grid_size`` (the heatmap is grid_size x grid_size), ``heatmap``
+    (whether one was written: only with FI) and ``attribution`` (whether the patch
+    attribution was written).
     """
-    options = model.module.image_options
+    branches = {mod: model.module.branches[model.modalities_.index(mod)]
+                for mod in model.images_}
     return {
-        mod: {**spec, "patch_size": options["patch_size"],
-              "grid_size": spec["image_size"] // options["patch_size"],
+        mod: {**spec, "patch_size": branches[mod].stored_patch_size,
+              "grid_size": branches[mod].grid_size,
               "heatmap": bool(model.module.feature_informativeness),
               "attribution": bool(attribution)}
         for mod, spec in model.images_.items()
