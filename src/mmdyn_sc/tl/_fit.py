@@ -378,14 +378,16 @@ def fit(
         only, and no label of an unlabelled cell is ever read. It takes about twice the
         time of an inductive fit. The model predicts new queries with
         :func:`mmdyn_sc.tl.predict` like any other (inductively: only the cells it was
-        fitted with shaped it). In ``benchmarks/results/peers.md`` it adds 0.9 and 2.2
-        macro-F1 points to the inductive fit on BMMC cross-donor (3 seeds; chosen on those
-        donors, so optimistic) and 0.9 points on pbmc10k (5 folds, interval includes 0),
-        against totalVI, scANVI, CellTypist and a logistic regression. Its certainty
-        separates right from wrong query calls less well (AUROC 0.74 and 0.70 against 0.85
-        and 0.84 on BMMC, ``benchmarks/results/transductive_certainty.md``): the query cells
-        it trained on no longer look novel. Not available with ``checkpoint_dir`` or a DDP
-        strategy.
+        fitted with shaped it). In ``benchmarks/results/peers.md`` (2026-12-07) it adds
+        1.3 and 3.1 macro-F1 points to the inductive fit on BMMC cross-donor (3 seeds;
+        chosen on those donors, so optimistic) and 0.5 points on pbmc10k (5 folds x 3
+        seeds, interval includes 0), against totalVI, scANVI, CellTypist and a logistic
+        regression. Its certainty separates right from wrong query calls less well (AUROC
+        0.76 and 0.68 against 0.86 and 0.86 on BMMC,
+        ``benchmarks/results/transductive_certainty.md``): the pseudo-labelled cells were
+        trained on, and the query cells no longer look novel; inside a donor too (0.72-0.75
+        on hidden cells, ``transductive_certainty_notes.md``). Not available with
+        ``checkpoint_dir`` or a DDP strategy.
     pseudo_label_fraction
         With ``transductive=True``: the fraction, in (0, 1], of each predicted class's
         unlabelled cells (those the model is surest of) that get the class as their
