@@ -235,7 +235,8 @@ def pooled_images(images: np.ndarray, factor: int) -> np.ndarray:
     return (x.mean(axis=(3, 5)) / 255.0).astype(np.float32)
 
 
-def test_branch_reads_large_images_pooled_as_a_fit_on_pooled_images(synth_images, tmp_path):
+def test_branch_reads_large_images_pooled_as_a_fit_on_pooled_images(synth_images, tmp_path,
+                                                                    caplog):
     """``input_size`` pools the whole branch's input: the fit is the fit on pooled images.
 
     Its heatmap and patch attribution cover the stored image in patches of
@@ -247,7 +248,9 @@ def test_branch_reads_large_images_pooled_as_a_fit_on_pooled_images(synth_images
     mdata = image_only(synth_images[::2])
     options = {**IMAGE_OPTIONS, "input_size": 16}  # 32 px images read at 16 px
     fit = {**FIT, "max_epochs": 3, "seed": 3}
-    model = ms.tl.fit(mdata, "label", **{**fit, "image_options": options})
+    with caplog.at_level("INFO", logger="mmdyn_sc"):
+        model = ms.tl.fit(mdata, "label", **{**fit, "image_options": options})
+    assert "32-px images are read average-pooled to 16 px" in caplog.text
     branch = model.module.branches[model.modalities_.index("image")]
     assert branch.input_pool == 2 and branch.encoder.image_size == 16
     assert branch.stored_patch_size == 8 and branch.grid_size == 4

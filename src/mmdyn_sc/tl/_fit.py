@@ -54,6 +54,18 @@ from ._transductive import (
 )
 
 
+def log_pooled_images(model: MMDynamics) -> None:
+    """Say at INFO which image modalities the model reads pooled (``input_size``)."""
+    for mod in model.images_:
+        branch = model.module.branches[model.modalities_.index(mod)]
+        if branch.input_pool > 1:
+            logger.info(
+                "modality %r: its %d-px images are read average-pooled to %d px (image option "
+                "input_size; 0 reads them whole); heatmap patches are %d px of the stored image",
+                mod, branch.image_size, branch.image_size // branch.input_pool,
+                branch.stored_patch_size)
+
+
 class _FromRecipe:
     """Default of the options that :func:`fit` takes from its ``recipe`` when not given."""
 
@@ -566,6 +578,7 @@ def fit(
     if not model.is_global_zero:
         # Another process of a distributed fit: process 0 writes the results.
         return target if copy else model
+    log_pooled_images(model)
     label_codes = model.label_codes  # the user's labels; -1 for cells without one
     chosen = None
     if transductive:
